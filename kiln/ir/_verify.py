@@ -1,0 +1,122 @@
+"""verify(model): a cheap check of the IR's invariants, run after every pass."""
+
+from __future__ import annotations
+
+from kiln.errors import VerificationError
+from kiln.ir._core import Function, Graph, Model, Node, Value
+from kiln.ir._types import TensorType
+
+
+def verify(model: Model) -> None:
+    """Check SSA, use-def links, topological order, types and opsets.
+
+    Raises:
+        VerificationError: naming the node or value that breaks an invariant.
+    """
+    _verify_graph(model.graph, model.opset_imports, model, outer=set(), where="main graph")
+    for f in model.functions.values():
+        _verify_function(f, model)
+
+
+def _verify_function(f: Function, model: Model) -> None:
+    opsets = dict(f.opset_imports)
+    where = f"function {f.domain}::{f.name}"
+    _verify_graph(f.graph, opsets, model, outer=set(), where=where)
+
+
+def _known_op(node: Node, opsets: dict[str, int], model: Model) -> bool:
+    if node.domain in opsets:
+        return True
+    # A call to a model-local function needs no opset import of its own in older models,
+    # but ONNX requires its domain to be imported; accept either.
+    return (node.domain, node.op_type, node.overload) in model.functions
+
+
+def _verify_graph(
+    g: Graph, opsets: dict[str, int], model: Model, outer: set[int], where: str
+) -> None:
+    defined: set[int] = set(outer)
+    names: dict[str, Value] = {}
+
+    def define(v: Value, what: str) -> None:
+        if id(v) in defined and id(v) not in outer:
+            raise VerificationError(f"{where}: value {v.name!r} is defined twice ({what})")
+        if v.name:
+            other = names.get(v.name)
+            if other is not None and other is not v:
+                raise VerificationError(f"{where}: two values are named {v.name!r} ({what})")
+            names[v.name] = v
+        defined.add(id(v))
+
+    for v in g.inputs:
+        if v.producer() is not None:
+            raise VerificationError(f"{where}: graph input {v.name!r} has a producer")
+        define(v, "graph input")
+    for name, v in g.initializers.items():
+        if v.name != name:
+            raise VerificationError(f"{where}: initializer {name!r} is named {v.name!r}")
+        if v.const_value is None:
+            raise VerificationError(f"{where}: initializer {name!r} has no value")
+        t = v.type
+        if isinstance(t, TensorType) and t.dtype != v.const_value.dtype:
+            raise VerificationError(
+                f"{where}: initializer {name!r} is typed {t.dtype.name} but holds "
+                f"{v.const_value.dtype.name}"
+            )
+        if isinstance(t, TensorType) and t.shape is not None and t.shape.is_static() and \
+                tuple(t.shape.dims) != v.const_value.shape:
+            raise VerificationError(
+                f"{where}: initializer {name!r} has shape {list(v.const_value.shape)} but its "
+                f"type says {t.shape}"
+            )
+        if not v.is_graph_input():
+            define(v, "initializer")
+    count = 0
+    for node in g:
+        count += 1
+        _verify_node(node, g, opsets, model, defined, where)
+        for sub in node.subgraphs():
+            if sub.parent is not None and sub.parent is not node:
+                raise VerificationError(f"{where}: a subgraph of {node.label()} has another parent")
+            _verify_graph(sub, opsets, model, defined, f"{where}, subgraph of {node.label()}")
+        for out in node.outputs:
+            define(out, f"output of {node.label()}")
+    if count != len(g):
+        raise VerificationError(f"{where}: node count {len(g)} != {count} nodes linked")
+    for v in g.outputs:
+        if id(v) not in defined:
+            raise VerificationError(f"{where}: graph output {v.name!r} is not defined")
+
+
+def _verify_node(
+    node: Node, g: Graph, opsets: dict[str, int], model: Model, defined: set[int], where: str
+) -> None:
+    if node.graph is not g:
+        raise VerificationError(f"{where}: {node.label()} does not point back to its graph")
+    if not _known_op(node, opsets, model):
+        raise VerificationError(
+            f"{where}: {node.label()} uses domain {node.domain or 'ai.onnx'!r}, "
+            "which the model does not import"
+        )
+    for i, v in enumerate(node.inputs):
+        if v is None:
+            continue
+        if id(v) not in defined:
+            p = v.producer()
+            why = f"produced later by {p.label()}" if p is not None and p.graph is g else \
+                "not defined in scope"
+            raise VerificationError(
+                f"{where}: {node.label()} input {i} ({v.name!r}) is {why}"
+            )
+        if (node, i) not in v._uses:
+            raise VerificationError(
+                f"{where}: {node.label()} input {i} ({v.name!r}) is missing from its use list"
+            )
+    for i, out in enumerate(node.outputs):
+        if out.producer() is not node or out.index != i:
+            raise VerificationError(f"{where}: output {i} of {node.label()} has a wrong producer")
+        for user, j in out._uses:
+            if j >= len(user.inputs) or user.inputs[j] is not out:
+                raise VerificationError(
+                    f"{where}: {out.name!r} lists a stale use by {user.label()} input {j}"
+                )

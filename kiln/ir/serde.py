@@ -1,0 +1,632 @@
+"""Conversion between kiln's IR and ONNX protobuf messages.
+
+This module is the only place in ``kiln.ir`` that touches protobuf. It converts every
+field ONNX defines; fields kiln does not model (training_info, configuration, node
+device_configurations) are kept as serialized bytes so a round trip loses nothing.
+Structural problems (dangling inputs, duplicate value names) raise ``ModelLoadError``
+naming the node.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from kiln.errors import ModelLoadError
+from kiln.ir._core import Attr, AttrType, Function, Graph, Model, Node, Value
+from kiln.ir._dtypes import DataType
+from kiln.ir._tensor import ExternalLocation, SparseTensor, Tensor
+from kiln.ir._types import (
+    MapType,
+    OpaqueType,
+    OptionalType,
+    SequenceType,
+    Shape,
+    SparseTensorType,
+    TensorType,
+    Type,
+)
+
+# Resolves an external-data TensorProto to a loader of its array; given by the frontend,
+# which owns the file system and its safety checks.
+ExternalResolver = Callable[[onnx.TensorProto, str], Callable[[], np.ndarray]]
+
+
+# ----------------------------------------------------------------------------- helpers
+def _props(entries) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for e in entries:
+        if e.key in out:
+            warnings.warn(f"duplicate metadata key {e.key!r}: keeping the last value", stacklevel=3)
+        out[e.key] = e.value
+    return out
+
+
+def _set_props(field, props: dict[str, str]) -> None:
+    for k, v in props.items():
+        entry = field.add()
+        entry.key = k
+        entry.value = v
+
+
+def _text(b: bytes) -> str | bytes:
+    try:
+        return b.decode("utf-8")
+    except UnicodeDecodeError:
+        return b
+
+
+def _bytes(s: str | bytes) -> bytes:
+    return s if isinstance(s, bytes) else s.encode("utf-8")
+
+
+# ----------------------------------------------------------------------------- types
+def type_from_proto(tp: onnx.TypeProto) -> Type | None:
+    """The kiln Type of an ONNX TypeProto (None when it is empty)."""
+    kind = tp.WhichOneof("value")
+    den = tp.denotation
+    if kind in ("tensor_type", "sparse_tensor_type"):
+        t = getattr(tp, kind)
+        shape = None
+        if t.HasField("shape"):
+            dims, dens = [], []
+            for d in t.shape.dim:
+                which = d.WhichOneof("value")
+                dims.append(d.dim_value if which == "dim_value" else
+                            d.dim_param if which == "dim_param" else None)
+                dens.append(d.denotation)
+            shape = Shape(dims, dens)
+        cls = TensorType if kind == "tensor_type" else SparseTensorType
+        return cls(DataType(t.elem_type), shape, den)
+    if kind == "sequence_type":
+        elem = tp.sequence_type.elem_type
+        return SequenceType(type_from_proto(elem) if elem.ByteSize() else None, den)
+    if kind == "optional_type":
+        elem = tp.optional_type.elem_type
+        return OptionalType(type_from_proto(elem) if elem.ByteSize() else None, den)
+    if kind == "map_type":
+        val = tp.map_type.value_type
+        return MapType(DataType(tp.map_type.key_type), type_from_proto(val) if val.ByteSize() else None, den)
+    if kind == "opaque_type":
+        return OpaqueType(tp.opaque_type.domain, tp.opaque_type.name, den)
+    return None
+
+
+def type_to_proto(t: Type | None, tp: onnx.TypeProto | None = None) -> onnx.TypeProto:
+    """Fill (or create) an ONNX TypeProto from a kiln Type."""
+    tp = onnx.TypeProto() if tp is None else tp
+    if t is None:
+        return tp
+    if t.denotation:
+        tp.denotation = t.denotation
+    if isinstance(t, TensorType | SparseTensorType):
+        msg = tp.tensor_type if isinstance(t, TensorType) else tp.sparse_tensor_type
+        msg.elem_type = int(t.dtype)
+        if t.shape is not None:
+            msg.shape.SetInParent()
+            for i, d in enumerate(t.shape.dims):
+                dim = msg.shape.dim.add()
+                if isinstance(d, int):
+                    dim.dim_value = d
+                elif isinstance(d, str):
+                    dim.dim_param = d
+                if t.shape.denotations is not None and t.shape.denotations[i]:
+                    dim.denotation = t.shape.denotations[i]
+    elif isinstance(t, SequenceType):
+        tp.sequence_type.SetInParent()
+        if t.elem is not None:
+            type_to_proto(t.elem, tp.sequence_type.elem_type)
+    elif isinstance(t, OptionalType):
+        tp.optional_type.SetInParent()
+        if t.elem is not None:
+            type_to_proto(t.elem, tp.optional_type.elem_type)
+    elif isinstance(t, MapType):
+        tp.map_type.key_type = int(t.key)
+        if t.value is not None:
+            type_to_proto(t.value, tp.map_type.value_type)
+    elif isinstance(t, OpaqueType):
+        tp.opaque_type.SetInParent()
+        tp.opaque_type.domain = t.domain
+        tp.opaque_type.name = t.name
+    return tp
+
+
+# ----------------------------------------------------------------------------- tensors
+def _check_tensor_size(tp: onnx.TensorProto, what: str) -> tuple[DataType, tuple[int, ...]]:
+    try:
+        dtype = DataType(tp.data_type)
+    except ValueError:
+        raise ModelLoadError(f"{what}: unknown data type {tp.data_type}") from None
+    if dtype == DataType.UNDEFINED:
+        raise ModelLoadError(f"{what}: data type is UNDEFINED")
+    dims = tuple(tp.dims)
+    if any(d < 0 for d in dims):
+        raise ModelLoadError(f"{what}: negative dimension in {list(dims)}")
+    return dtype, dims
+
+
+def _expected_nbytes(dtype: DataType, dims: tuple[int, ...]) -> int:
+    n = 1
+    for d in dims:
+        n *= d
+    return (n * dtype.bitwidth + 7) // 8
+
+
+def unpack_raw(raw: bytes | memoryview | np.ndarray, dtype: DataType, dims: tuple[int, ...]) -> np.ndarray:
+    """Interpret ONNX raw data (little endian, sub-byte types packed) as an array."""
+    count = 1
+    for d in dims:
+        count *= d
+    bits = dtype.bitwidth
+    if bits >= 8:
+        arr = np.frombuffer(raw, dtype=dtype.numpy.newbyteorder("<"), count=count)
+        if arr.dtype.byteorder not in ("=", "|") and not arr.dtype.isnative:
+            arr = arr.astype(dtype.numpy)
+        return arr.reshape(dims)
+    packed = np.frombuffer(raw, dtype=np.uint8)
+    per_byte = 8 // bits
+    mask = (1 << bits) - 1
+    shifts = np.arange(per_byte, dtype=np.uint8) * bits
+    unpacked = ((packed[:, None] >> shifts[None, :]) & mask).reshape(-1)[:count].astype(np.uint8)
+    return unpacked.view(dtype.numpy).reshape(dims)
+
+
+def pack_raw(array: np.ndarray, dtype: DataType) -> bytes:
+    """ONNX raw data for an array (sub-byte types packed, little endian)."""
+    bits = dtype.bitwidth
+    if bits >= 8:
+        a = np.ascontiguousarray(array, dtype=dtype.numpy)
+        if not a.dtype.isnative or a.dtype.byteorder == ">":
+            a = a.astype(a.dtype.newbyteorder("<"))
+        return a.tobytes()
+    per_byte = 8 // bits
+    flat = np.ascontiguousarray(array, dtype=dtype.numpy).reshape(-1).view(np.uint8)
+    flat = flat & ((1 << bits) - 1)
+    pad = (-flat.size) % per_byte
+    if pad:
+        flat = np.concatenate([flat, np.zeros(pad, np.uint8)])
+    groups = flat.reshape(-1, per_byte).astype(np.uint8)
+    shifts = np.arange(per_byte, dtype=np.uint8) * bits
+    return np.bitwise_or.reduce(groups << shifts[None, :], axis=1).astype(np.uint8).tobytes()
+
+
+def tensor_from_proto(
+    tp: onnx.TensorProto, *, external: ExternalResolver | None = None, what: str = ""
+) -> Tensor:
+    """A kiln Tensor from an ONNX TensorProto; external data stays lazy."""
+    what = what or f"tensor {tp.name!r}"
+    dtype, dims = _check_tensor_size(tp, what)
+    props = _props(tp.metadata_props)
+    if tp.segment.ByteSize():
+        warnings.warn(f"{what}: the deprecated 'segment' field is dropped", stacklevel=2)
+    if tp.data_location == onnx.TensorProto.EXTERNAL:
+        info = {e.key: e.value for e in tp.external_data}
+        if external is None:
+            raise ModelLoadError(f"{what}: external data, but the model was not loaded from a file")
+        loader = external(tp, what)
+        loc = ExternalLocation(
+            info.get("location", ""), int(info.get("offset", 0) or 0),
+            int(info.get("length", 0) or 0), info.get("checksum", ""),
+        )
+        return Tensor(dtype=dtype, shape=dims, loader=loader, name=tp.name,
+                      doc_string=tp.doc_string, metadata_props=props, external=loc)
+    if dtype == DataType.STRING:
+        arr = np.array(list(tp.string_data), dtype=object)
+        if arr.size != _expected_nbytes(DataType.INT8, dims):
+            raise ModelLoadError(f"{what}: {arr.size} strings for shape {list(dims)}")
+        return Tensor(arr.reshape(dims), dtype=dtype, name=tp.name, doc_string=tp.doc_string,
+                      metadata_props=props)
+    if tp.HasField("raw_data"):
+        expected = _expected_nbytes(dtype, dims)
+        if len(tp.raw_data) != expected:
+            raise ModelLoadError(
+                f"{what}: raw data has {len(tp.raw_data)} bytes, shape {list(dims)} of "
+                f"{dtype.name} needs {expected}"
+            )
+        arr = unpack_raw(tp.raw_data, dtype, dims)
+    else:
+        try:
+            arr = numpy_helper.to_array(tp)
+        except Exception as exc:  # onnx raises ValueError/TypeError on malformed data
+            raise ModelLoadError(f"{what}: cannot read its data: {exc}") from None
+        if arr.dtype != dtype.numpy:
+            arr = arr.astype(dtype.numpy)
+    return Tensor(arr, dtype=dtype, name=tp.name, doc_string=tp.doc_string, metadata_props=props)
+
+
+def tensor_to_proto(t: Tensor, name: str | None = None, *, with_data: bool = True) -> onnx.TensorProto:
+    """An ONNX TensorProto holding ``t`` (raw data, or string_data for strings)."""
+    tp = onnx.TensorProto()
+    tp.name = t.name if name is None else name
+    tp.data_type = int(t.dtype)
+    tp.dims.extend(t.shape)
+    if t.doc_string:
+        tp.doc_string = t.doc_string
+    _set_props(tp.metadata_props, t.metadata_props)
+    if not with_data:
+        return tp
+    arr = t.numpy()
+    if t.dtype == DataType.STRING:
+        tp.string_data.extend(_bytes(s) for s in arr.reshape(-1))
+    else:
+        tp.raw_data = pack_raw(arr, t.dtype)
+    return tp
+
+
+def sparse_from_proto(sp: onnx.SparseTensorProto, external: ExternalResolver | None) -> SparseTensor:
+    values = tensor_from_proto(sp.values, external=external, what=f"sparse tensor {sp.values.name!r} values")
+    indices = tensor_from_proto(sp.indices, external=external, what=f"sparse tensor {sp.values.name!r} indices")
+    return SparseTensor(values, indices, tuple(sp.dims))
+
+
+def sparse_to_proto(st: SparseTensor) -> onnx.SparseTensorProto:
+    sp = onnx.SparseTensorProto()
+    sp.values.CopyFrom(tensor_to_proto(st.values))
+    sp.indices.CopyFrom(tensor_to_proto(st.indices))
+    sp.dims.extend(st.dims)
+    return sp
+
+
+# ----------------------------------------------------------------------------- reading
+class _Reader:
+    """Builds kiln graphs from GraphProtos, resolving names to Values scope by scope."""
+
+    def __init__(self, external: ExternalResolver | None) -> None:
+        self.external = external
+
+    def graph(self, gp: onnx.GraphProto, outer: dict[str, Value] | None = None,
+              owner: str = "graph") -> Graph:
+        where = f"{owner} {gp.name!r}" if gp.name else owner
+        scope: dict[str, Value] = dict(outer or {})
+        local: set[str] = set()
+        g = Graph(name=gp.name, doc_string=gp.doc_string, metadata_props=_props(gp.metadata_props))
+
+        def define(v: Value, what: str) -> None:
+            if v.name in local:
+                raise ModelLoadError(f"{where}: duplicate value name {v.name!r} ({what})")
+            local.add(v.name)
+            scope[v.name] = v
+
+        for vi in gp.input:
+            v = Value(vi.name, type_from_proto(vi.type), doc_string=vi.doc_string,
+                      metadata_props=_props(vi.metadata_props))
+            g.add_input(v)
+            define(v, "graph input")
+        for tp in gp.initializer:
+            if not tp.name:
+                raise ModelLoadError(f"{where}: an initializer has no name")
+            tensor = tensor_from_proto(tp, external=self.external, what=f"initializer {tp.name!r}")
+            existing = scope.get(tp.name) if tp.name in local else None
+            if existing is not None and existing.is_graph_input():
+                # An initializer that is also a graph input (a default value).
+                existing.const_value = tensor
+                g.initializers[tp.name] = existing
+                continue
+            v = Value(tp.name, const_value=tensor)
+            define(v, "initializer")
+            g.register_initializer(v)
+        for sp in gp.sparse_initializer:
+            g.sparse_initializers.append(sparse_from_proto(sp, self.external))
+            name = sp.values.name
+            v = Value(name, SparseTensorType(DataType(sp.values.data_type), Shape(sp.dims)))
+            v._graph = g
+            define(v, "sparse initializer")
+        value_info = {vi.name: vi for vi in gp.value_info}
+        for index, np_ in enumerate(gp.node):
+            node = self.node(np_, scope, where, index)
+            g.append(node)
+            for out in node.outputs:
+                if not out.name:
+                    continue
+                define(out, f"output of {node.label()}")
+                vi = value_info.pop(out.name, None)
+                if vi is not None:
+                    out.type = type_from_proto(vi.type)
+                    out.doc_string = vi.doc_string
+                    out.metadata_props = _props(vi.metadata_props)
+        dropped = []
+        for name, vi in value_info.items():
+            # value_info that names an input or initializer, not a node output.
+            v = scope.get(name) if name in local else None
+            if v is None:
+                dropped.append(name)
+                continue
+            if v.type is None:
+                v.type = type_from_proto(vi.type)
+            v.meta["onnx.value_info"] = True
+        if dropped:
+            warnings.warn(f"{where}: value_info for unknown values dropped: {dropped[:5]}",
+                          stacklevel=3)
+        for vi in gp.output:
+            v = scope.get(vi.name)
+            if v is None:
+                raise ModelLoadError(f"{where}: graph output {vi.name!r} is never defined")
+            t = type_from_proto(vi.type)
+            if t is not None:
+                v.type = t
+            if vi.doc_string:
+                v.doc_string = vi.doc_string
+            if vi.metadata_props:
+                v.metadata_props = _props(vi.metadata_props)
+            g.outputs.append(v)
+        for qa in gp.quantization_annotation:
+            g.quantization_annotation.append(
+                (qa.tensor_name, {e.key: e.value for e in qa.quant_parameter_tensor_names})
+            )
+        return g
+
+    def node(self, np_: onnx.NodeProto, scope: dict[str, Value], where: str, index: int) -> Node:
+        label = f"{np_.op_type} node {np_.name!r}" if np_.name else f"{np_.op_type} node #{index}"
+        inputs: list[Value | None] = []
+        for name in np_.input:
+            if not name:
+                inputs.append(None)
+                continue
+            v = scope.get(name)
+            if v is None:
+                raise ModelLoadError(
+                    f"{where}: {label} reads {name!r}, which no earlier node, input or "
+                    "initializer defines (dangling input, or the graph has a cycle)"
+                )
+            inputs.append(v)
+        attrs = [self.attr(a, scope, f"{where}, {label}") for a in np_.attribute]
+        outputs = [Value(name) for name in np_.output]
+        node = Node(np_.domain, np_.op_type, inputs, attrs, outputs=outputs, name=np_.name,
+                    overload=np_.overload, doc_string=np_.doc_string,
+                    metadata_props=_props(np_.metadata_props))
+        node.device_configurations = [dc.SerializeToString() for dc in np_.device_configurations]
+        return node
+
+    def attr(self, ap: onnx.AttributeProto, scope: dict[str, Value], where: str) -> Attr:
+        t = AttrType(ap.type)
+        if ap.ref_attr_name:
+            return Attr(ap.name, t, None, ap.doc_string, ap.ref_attr_name)
+        what = f"{where}, attribute {ap.name!r}"
+        ext = self.external
+        if t == AttrType.FLOAT:
+            value = ap.f
+        elif t == AttrType.INT:
+            value = ap.i
+        elif t == AttrType.STRING:
+            value = _text(ap.s)
+        elif t == AttrType.TENSOR:
+            value = tensor_from_proto(ap.t, external=ext, what=what)
+        elif t == AttrType.GRAPH:
+            value = self.graph(ap.g, scope, f"subgraph of {where}")
+        elif t == AttrType.SPARSE_TENSOR:
+            value = sparse_from_proto(ap.sparse_tensor, ext)
+        elif t == AttrType.TYPE_PROTO:
+            value = type_from_proto(ap.tp)
+        elif t == AttrType.FLOATS:
+            value = list(ap.floats)
+        elif t == AttrType.INTS:
+            value = list(ap.ints)
+        elif t == AttrType.STRINGS:
+            value = [_text(s) for s in ap.strings]
+        elif t == AttrType.TENSORS:
+            value = [tensor_from_proto(x, external=ext, what=what) for x in ap.tensors]
+        elif t == AttrType.GRAPHS:
+            value = [self.graph(x, scope, f"subgraph of {where}") for x in ap.graphs]
+        elif t == AttrType.SPARSE_TENSORS:
+            value = [sparse_from_proto(x, ext) for x in ap.sparse_tensors]
+        elif t == AttrType.TYPE_PROTOS:
+            value = [type_from_proto(x) for x in ap.type_protos]
+        else:
+            raise ModelLoadError(f"{what}: attribute type is UNDEFINED")
+        return Attr(ap.name, t, value, ap.doc_string)
+
+    def function(self, fp: onnx.FunctionProto) -> Function:
+        where = f"function {fp.domain}::{fp.name}"
+        gp = onnx.GraphProto()
+        gp.name = fp.name
+        gp.node.extend(fp.node)
+        gp.value_info.extend(fp.value_info)
+        for name in fp.input:
+            gp.input.add().name = name
+        for name in fp.output:
+            gp.output.add().name = name
+        body = self.graph(gp, owner=where)
+        attrs: list[str | Attr] = list(fp.attribute)
+        attrs += [self.attr(a, {}, where) for a in fp.attribute_proto]
+        return Function(fp.domain, fp.name, body, attributes=attrs,
+                        opset_imports=_opsets(fp.opset_import, where), overload=fp.overload,
+                        doc_string=fp.doc_string, metadata_props=_props(fp.metadata_props))
+
+
+def _opsets(entries, where: str) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for e in entries:
+        domain = "" if e.domain == "ai.onnx" else e.domain
+        if domain in out and out[domain] != e.version:
+            raise ModelLoadError(f"{where}: opset {domain or 'ai.onnx'} imported twice")
+        out[domain] = e.version
+    return out
+
+
+def deserialize_model(proto: onnx.ModelProto, *, external: ExternalResolver | None = None) -> Model:
+    """Convert an ONNX ModelProto to a kiln Model (external data stays lazy)."""
+    reader = _Reader(external)
+    if not proto.HasField("graph"):
+        raise ModelLoadError("the model has no graph")
+    graph = reader.graph(proto.graph, owner="main graph")
+    model = Model(
+        graph,
+        ir_version=proto.ir_version,
+        opset_imports=_opsets(proto.opset_import, "model"),
+        producer_name=proto.producer_name,
+        producer_version=proto.producer_version,
+        domain=proto.domain,
+        model_version=proto.model_version,
+        doc_string=proto.doc_string,
+        metadata_props=_props(proto.metadata_props),
+        functions=[reader.function(f) for f in proto.functions],
+    )
+    if len(model.functions) != len(proto.functions):
+        raise ModelLoadError("the model defines the same function twice")
+    for field in ("training_info", "configuration"):
+        items = getattr(proto, field)
+        if len(items):
+            model.raw_fields[field] = [x.SerializeToString() for x in items]
+    return model
+
+
+# ----------------------------------------------------------------------------- writing
+def _value_info(v: Value, vi: onnx.ValueInfoProto) -> None:
+    vi.name = v.name
+    if v.type is not None:
+        type_to_proto(v.type, vi.type)
+    if v.doc_string:
+        vi.doc_string = v.doc_string
+    _set_props(vi.metadata_props, v.metadata_props)
+
+
+def _attr_to_proto(a: Attr, ap: onnx.AttributeProto) -> None:
+    ap.name = a.name
+    ap.type = int(a.type)
+    if a.doc_string:
+        ap.doc_string = a.doc_string
+    if a.ref_attr_name:
+        ap.ref_attr_name = a.ref_attr_name
+        return
+    t, v = a.type, a.value
+    if t == AttrType.FLOAT:
+        ap.f = v
+    elif t == AttrType.INT:
+        ap.i = v
+    elif t == AttrType.STRING:
+        ap.s = _bytes(v)
+    elif t == AttrType.TENSOR:
+        ap.t.CopyFrom(tensor_to_proto(v))
+    elif t == AttrType.GRAPH:
+        graph_to_proto(v, ap.g)
+    elif t == AttrType.SPARSE_TENSOR:
+        ap.sparse_tensor.CopyFrom(sparse_to_proto(v))
+    elif t == AttrType.TYPE_PROTO:
+        type_to_proto(v, ap.tp)
+    elif t == AttrType.FLOATS:
+        ap.floats.extend(v)
+    elif t == AttrType.INTS:
+        ap.ints.extend(v)
+    elif t == AttrType.STRINGS:
+        ap.strings.extend(_bytes(s) for s in v)
+    elif t == AttrType.TENSORS:
+        ap.tensors.extend(tensor_to_proto(x) for x in v)
+    elif t == AttrType.GRAPHS:
+        for g in v:
+            graph_to_proto(g, ap.graphs.add())
+    elif t == AttrType.SPARSE_TENSORS:
+        ap.sparse_tensors.extend(sparse_to_proto(x) for x in v)
+    elif t == AttrType.TYPE_PROTOS:
+        for x in v:
+            type_to_proto(x, ap.type_protos.add())
+
+
+def node_to_proto(n: Node, np_: onnx.NodeProto) -> None:
+    np_.input.extend("" if v is None else v.name for v in n.inputs)
+    np_.output.extend(v.name for v in n.outputs)
+    if n.name:
+        np_.name = n.name
+    np_.op_type = n.op_type
+    if n.domain:
+        np_.domain = n.domain
+    if n.overload:
+        np_.overload = n.overload
+    for a in n.attributes.values():
+        _attr_to_proto(a, np_.attribute.add())
+    if n.doc_string:
+        np_.doc_string = n.doc_string
+    _set_props(np_.metadata_props, n.metadata_props)
+    for raw in n.device_configurations:
+        np_.device_configurations.add().ParseFromString(raw)
+
+
+def graph_to_proto(
+    g: Graph, gp: onnx.GraphProto | None = None, *, initializer_data: bool = True
+) -> onnx.GraphProto:
+    """Fill (or create) a GraphProto. With ``initializer_data=False`` the initializers
+    are written without their data (the caller streams it)."""
+    gp = onnx.GraphProto() if gp is None else gp
+    if g.name:
+        gp.name = g.name
+    if g.doc_string:
+        gp.doc_string = g.doc_string
+    for v in g.inputs:
+        _value_info(v, gp.input.add())
+    for name, v in g.initializers.items():
+        assert v.const_value is not None
+        gp.initializer.append(tensor_to_proto(v.const_value, name, with_data=initializer_data))
+    for st in g.sparse_initializers:
+        gp.sparse_initializer.append(sparse_to_proto(st))
+    io = {id(v) for v in g.inputs} | {id(v) for v in g.outputs}
+    for n in g:
+        node_to_proto(n, gp.node.add())
+        for out in n.outputs:
+            if out.name and id(out) not in io and (out.type is not None or out.doc_string):
+                _value_info(out, gp.value_info.add())
+    for v in g.all_values():
+        if v.meta.get("onnx.value_info") and v.producer() is None:
+            _value_info(v, gp.value_info.add())
+    for v in g.outputs:
+        _value_info(v, gp.output.add())
+    for tensor_name, params in g.quantization_annotation:
+        qa = gp.quantization_annotation.add()
+        qa.tensor_name = tensor_name
+        _set_props(qa.quant_parameter_tensor_names, params)
+    _set_props(gp.metadata_props, g.metadata_props)
+    return gp
+
+
+def function_to_proto(f: Function) -> onnx.FunctionProto:
+    fp = onnx.FunctionProto()
+    fp.name = f.name
+    fp.domain = f.domain
+    if f.overload:
+        fp.overload = f.overload
+    fp.input.extend(v.name for v in f.inputs)
+    fp.output.extend(v.name for v in f.outputs)
+    for name, default in f.attributes.items():
+        if default is None:
+            fp.attribute.append(name)
+        else:
+            _attr_to_proto(default, fp.attribute_proto.add())
+    io = {id(v) for v in f.inputs} | {id(v) for v in f.outputs}
+    for n in f.graph:
+        node_to_proto(n, fp.node.add())
+        for out in n.outputs:
+            if out.name and id(out) not in io and out.type is not None:
+                _value_info(out, fp.value_info.add())
+    for domain, version in f.opset_imports.items():
+        op = fp.opset_import.add()
+        op.domain = domain
+        op.version = version
+    if f.doc_string:
+        fp.doc_string = f.doc_string
+    _set_props(fp.metadata_props, f.metadata_props)
+    return fp
+
+
+def serialize_model(model: Model, *, initializer_data: bool = True) -> onnx.ModelProto:
+    """Convert a kiln Model to an ONNX ModelProto."""
+    mp = onnx.ModelProto()
+    mp.ir_version = model.ir_version
+    for domain, version in model.opset_imports.items():
+        op = mp.opset_import.add()
+        op.domain = domain
+        op.version = version
+    for field in ("producer_name", "producer_version", "domain", "model_version", "doc_string"):
+        value = getattr(model, field)
+        if value:
+            setattr(mp, field, value)
+    graph_to_proto(model.graph, mp.graph, initializer_data=initializer_data)
+    _set_props(mp.metadata_props, model.metadata_props)
+    for f in model.functions.values():
+        mp.functions.append(function_to_proto(f))
+    for raw in model.raw_fields.get("training_info", []):
+        mp.training_info.add().ParseFromString(raw)
+    for raw in model.raw_fields.get("configuration", []):
+        mp.configuration.add().ParseFromString(raw)
+    return mp
