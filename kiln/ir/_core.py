@@ -244,6 +244,8 @@ class Node:
         self._graph: Graph | None = None
         self._prev: Node | None = None
         self._next: Node | None = None
+        for g in self.subgraphs():
+            g.parent = self
         self._inputs: tuple[Value | None, ...] = tuple(inputs)
         for i, v in enumerate(self._inputs):
             if v is not None:

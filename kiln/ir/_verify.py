@@ -53,22 +53,7 @@ def _verify_graph(
             raise VerificationError(f"{where}: graph input {v.name!r} has a producer")
         define(v, "graph input")
     for name, v in g.initializers.items():
-        if v.name != name:
-            raise VerificationError(f"{where}: initializer {name!r} is named {v.name!r}")
-        if v.const_value is None:
-            raise VerificationError(f"{where}: initializer {name!r} has no value")
-        t = v.type
-        if isinstance(t, TensorType) and t.dtype != v.const_value.dtype:
-            raise VerificationError(
-                f"{where}: initializer {name!r} is typed {t.dtype.name} but holds "
-                f"{v.const_value.dtype.name}"
-            )
-        if isinstance(t, TensorType) and t.shape is not None and t.shape.is_static() and \
-                tuple(t.shape.dims) != v.const_value.shape:
-            raise VerificationError(
-                f"{where}: initializer {name!r} has shape {list(v.const_value.shape)} but its "
-                f"type says {t.shape}"
-            )
+        _verify_initializer(name, v, where)
         if not v.is_graph_input():
             define(v, "initializer")
     count = 0
@@ -76,8 +61,6 @@ def _verify_graph(
         count += 1
         _verify_node(node, g, opsets, model, defined, where)
         for sub in node.subgraphs():
-            if sub.parent is not None and sub.parent is not node:
-                raise VerificationError(f"{where}: a subgraph of {node.label()} has another parent")
             _verify_graph(sub, opsets, model, defined, f"{where}, subgraph of {node.label()}")
         for out in node.outputs:
             define(out, f"output of {node.label()}")
@@ -86,6 +69,26 @@ def _verify_graph(
     for v in g.outputs:
         if id(v) not in defined:
             raise VerificationError(f"{where}: graph output {v.name!r} is not defined")
+
+
+def _verify_initializer(name: str, v: Value, where: str) -> None:
+    if v.name != name:
+        raise VerificationError(f"{where}: initializer {name!r} is named {v.name!r}")
+    if v.const_value is None:
+        raise VerificationError(f"{where}: initializer {name!r} has no value")
+    t = v.type
+    if not isinstance(t, TensorType):
+        return
+    if t.dtype != v.const_value.dtype:
+        raise VerificationError(
+            f"{where}: initializer {name!r} is typed {t.dtype.name} but holds "
+            f"{v.const_value.dtype.name}"
+        )
+    if t.shape is not None and t.shape.is_static() and tuple(t.shape.dims) != v.const_value.shape:
+        raise VerificationError(
+            f"{where}: initializer {name!r} has shape {list(v.const_value.shape)} but its "
+            f"type says {t.shape}"
+        )
 
 
 def _verify_node(
@@ -112,6 +115,9 @@ def _verify_node(
             raise VerificationError(
                 f"{where}: {node.label()} input {i} ({v.name!r}) is missing from its use list"
             )
+    for sub in node.subgraphs():
+        if sub.parent is not None and sub.parent is not node:
+            raise VerificationError(f"{where}: a subgraph of {node.label()} has another parent")
     for i, out in enumerate(node.outputs):
         if out.producer() is not node or out.index != i:
             raise VerificationError(f"{where}: output {i} of {node.label()} has a wrong producer")

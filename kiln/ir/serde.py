@@ -107,15 +107,7 @@ def type_to_proto(t: Type | None, tp: onnx.TypeProto | None = None) -> onnx.Type
         msg = tp.tensor_type if isinstance(t, TensorType) else tp.sparse_tensor_type
         msg.elem_type = int(t.dtype)
         if t.shape is not None:
-            msg.shape.SetInParent()
-            for i, d in enumerate(t.shape.dims):
-                dim = msg.shape.dim.add()
-                if isinstance(d, int):
-                    dim.dim_value = d
-                elif isinstance(d, str):
-                    dim.dim_param = d
-                if t.shape.denotations is not None and t.shape.denotations[i]:
-                    dim.denotation = t.shape.denotations[i]
+            _shape_to_proto(t.shape, msg.shape)
     elif isinstance(t, SequenceType):
         tp.sequence_type.SetInParent()
         if t.elem is not None:
@@ -133,6 +125,18 @@ def type_to_proto(t: Type | None, tp: onnx.TypeProto | None = None) -> onnx.Type
         tp.opaque_type.domain = t.domain
         tp.opaque_type.name = t.name
     return tp
+
+
+def _shape_to_proto(shape: Shape, sp: onnx.TensorShapeProto) -> None:
+    sp.SetInParent()
+    for i, d in enumerate(shape.dims):
+        dim = sp.dim.add()
+        if isinstance(d, int):
+            dim.dim_value = d
+        elif isinstance(d, str):
+            dim.dim_param = d
+        if shape.denotations is not None and shape.denotations[i]:
+            dim.denotation = shape.denotations[i]
 
 
 # ----------------------------------------------------------------------------- tensors
@@ -385,38 +389,31 @@ class _Reader:
         t = AttrType(ap.type)
         if ap.ref_attr_name:
             return Attr(ap.name, t, None, ap.doc_string, ap.ref_attr_name)
+        if t == AttrType.UNDEFINED:
+            raise ModelLoadError(f"{where}, attribute {ap.name!r}: attribute type is UNDEFINED")
         what = f"{where}, attribute {ap.name!r}"
         ext = self.external
-        if t == AttrType.FLOAT:
-            value = ap.f
-        elif t == AttrType.INT:
-            value = ap.i
-        elif t == AttrType.STRING:
-            value = _text(ap.s)
-        elif t == AttrType.TENSOR:
-            value = tensor_from_proto(ap.t, external=ext, what=what)
-        elif t == AttrType.GRAPH:
-            value = self.graph(ap.g, scope, f"subgraph of {where}")
-        elif t == AttrType.SPARSE_TENSOR:
-            value = sparse_from_proto(ap.sparse_tensor, ext)
-        elif t == AttrType.TYPE_PROTO:
-            value = type_from_proto(ap.tp)
-        elif t == AttrType.FLOATS:
-            value = list(ap.floats)
-        elif t == AttrType.INTS:
-            value = list(ap.ints)
-        elif t == AttrType.STRINGS:
-            value = [_text(s) for s in ap.strings]
-        elif t == AttrType.TENSORS:
-            value = [tensor_from_proto(x, external=ext, what=what) for x in ap.tensors]
-        elif t == AttrType.GRAPHS:
-            value = [self.graph(x, scope, f"subgraph of {where}") for x in ap.graphs]
-        elif t == AttrType.SPARSE_TENSORS:
-            value = [sparse_from_proto(x, ext) for x in ap.sparse_tensors]
-        elif t == AttrType.TYPE_PROTOS:
-            value = [type_from_proto(x) for x in ap.type_protos]
-        else:
-            raise ModelLoadError(f"{what}: attribute type is UNDEFINED")
+        readers = {
+            AttrType.FLOAT: lambda: ap.f,
+            AttrType.INT: lambda: ap.i,
+            AttrType.STRING: lambda: _text(ap.s),
+            AttrType.TENSOR: lambda: tensor_from_proto(ap.t, external=ext, what=what),
+            AttrType.GRAPH: lambda: self.graph(ap.g, scope, f"subgraph of {where}"),
+            AttrType.SPARSE_TENSOR: lambda: sparse_from_proto(ap.sparse_tensor, ext),
+            AttrType.TYPE_PROTO: lambda: type_from_proto(ap.tp),
+            AttrType.FLOATS: lambda: list(ap.floats),
+            AttrType.INTS: lambda: list(ap.ints),
+            AttrType.STRINGS: lambda: [_text(x) for x in ap.strings],
+            AttrType.TENSORS: lambda: [
+                tensor_from_proto(x, external=ext, what=what) for x in ap.tensors
+            ],
+            AttrType.GRAPHS: lambda: [
+                self.graph(x, scope, f"subgraph of {where}") for x in ap.graphs
+            ],
+            AttrType.SPARSE_TENSORS: lambda: [sparse_from_proto(x, ext) for x in ap.sparse_tensors],
+            AttrType.TYPE_PROTOS: lambda: [type_from_proto(x) for x in ap.type_protos],
+        }
+        value = readers[t]()
         return Attr(ap.name, t, value, ap.doc_string)
 
     def function(self, fp: onnx.FunctionProto) -> Function:
@@ -492,37 +489,42 @@ def _attr_to_proto(a: Attr, ap: onnx.AttributeProto) -> None:
     if a.ref_attr_name:
         ap.ref_attr_name = a.ref_attr_name
         return
-    t, v = a.type, a.value
-    if t == AttrType.FLOAT:
-        ap.f = v
-    elif t == AttrType.INT:
-        ap.i = v
-    elif t == AttrType.STRING:
-        ap.s = _bytes(v)
-    elif t == AttrType.TENSOR:
-        ap.t.CopyFrom(tensor_to_proto(v))
-    elif t == AttrType.GRAPH:
-        graph_to_proto(v, ap.g)
-    elif t == AttrType.SPARSE_TENSOR:
-        ap.sparse_tensor.CopyFrom(sparse_to_proto(v))
-    elif t == AttrType.TYPE_PROTO:
-        type_to_proto(v, ap.tp)
-    elif t == AttrType.FLOATS:
-        ap.floats.extend(v)
-    elif t == AttrType.INTS:
-        ap.ints.extend(v)
-    elif t == AttrType.STRINGS:
-        ap.strings.extend(_bytes(s) for s in v)
-    elif t == AttrType.TENSORS:
-        ap.tensors.extend(tensor_to_proto(x) for x in v)
-    elif t == AttrType.GRAPHS:
-        for g in v:
-            graph_to_proto(g, ap.graphs.add())
-    elif t == AttrType.SPARSE_TENSORS:
-        ap.sparse_tensors.extend(sparse_to_proto(x) for x in v)
-    elif t == AttrType.TYPE_PROTOS:
-        for x in v:
-            type_to_proto(x, ap.type_protos.add())
+    _ATTR_WRITERS[a.type](ap, a.value)
+
+
+def _set_attr_graphs(ap: onnx.AttributeProto, graphs: list[Graph]) -> None:
+    for g in graphs:
+        graph_to_proto(g, ap.graphs.add())
+
+
+def _set_attr_type_protos(ap: onnx.AttributeProto, types: list[Type]) -> None:
+    for x in types:
+        type_to_proto(x, ap.type_protos.add())
+
+
+def _set_scalar(field: str, convert=lambda v: v):
+    def write(ap: onnx.AttributeProto, v) -> None:
+        setattr(ap, field, convert(v))
+
+    return write
+
+
+_ATTR_WRITERS = {
+    AttrType.FLOAT: _set_scalar("f"),
+    AttrType.INT: _set_scalar("i"),
+    AttrType.STRING: _set_scalar("s", _bytes),
+    AttrType.TENSOR: lambda ap, v: ap.t.CopyFrom(tensor_to_proto(v)),
+    AttrType.GRAPH: lambda ap, v: graph_to_proto(v, ap.g),
+    AttrType.SPARSE_TENSOR: lambda ap, v: ap.sparse_tensor.CopyFrom(sparse_to_proto(v)),
+    AttrType.TYPE_PROTO: lambda ap, v: type_to_proto(v, ap.tp),
+    AttrType.FLOATS: lambda ap, v: ap.floats.extend(v),
+    AttrType.INTS: lambda ap, v: ap.ints.extend(v),
+    AttrType.STRINGS: lambda ap, v: ap.strings.extend(_bytes(s) for s in v),
+    AttrType.TENSORS: lambda ap, v: ap.tensors.extend(tensor_to_proto(x) for x in v),
+    AttrType.GRAPHS: _set_attr_graphs,
+    AttrType.SPARSE_TENSORS: lambda ap, v: ap.sparse_tensors.extend(sparse_to_proto(x) for x in v),
+    AttrType.TYPE_PROTOS: _set_attr_type_protos,
+}
 
 
 def node_to_proto(n: Node, np_: onnx.NodeProto) -> None:
