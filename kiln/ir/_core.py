@@ -56,7 +56,11 @@ class Attr:
     @staticmethod
     def infer(name: str, value: Any) -> Attr:
         """An attribute whose type is inferred from a Python value."""
-        return Attr(name, _infer_attr_type(value), _normalize_attr_value(value))
+        kind = _infer_attr_type(value)
+        normalized = _normalize_attr_value(value)
+        if kind == AttrType.FLOATS:
+            normalized = [float(v) for v in normalized]
+        return Attr(name, kind, normalized)
 
     def __repr__(self) -> str:
         if self.ref_attr_name:
@@ -80,7 +84,9 @@ def _infer_attr_type(value: Any) -> AttrType:
     if isinstance(value, Type):
         return AttrType.TYPE_PROTO
     if isinstance(value, Sequence) and value:
-        first = _infer_attr_type(value[0])
+        kinds = {_infer_attr_type(v) for v in value}
+        if kinds == {AttrType.INT, AttrType.FLOAT}:
+            kinds = {AttrType.FLOAT}
         plural = {
             AttrType.FLOAT: AttrType.FLOATS,
             AttrType.INT: AttrType.INTS,
@@ -89,10 +95,9 @@ def _infer_attr_type(value: Any) -> AttrType:
             AttrType.GRAPH: AttrType.GRAPHS,
             AttrType.SPARSE_TENSOR: AttrType.SPARSE_TENSORS,
             AttrType.TYPE_PROTO: AttrType.TYPE_PROTOS,
-        }[first]
-        if plural == AttrType.INTS and any(isinstance(v, float | np.floating) for v in value):
-            return AttrType.FLOATS
-        return plural
+        }.get(kinds.pop()) if len(kinds) == 1 else None
+        if plural is not None:
+            return plural
     raise TypeError(f"cannot infer an attribute type for {value!r}")
 
 
@@ -246,15 +251,19 @@ class Node:
         self._next: Node | None = None
         for g in self.subgraphs():
             g.parent = self
+        if outputs is None:
+            outputs = [Value() for _ in range(num_outputs)]
+        # Check the outputs before linking anything, so a refused node leaves no trace.
+        for i, v in enumerate(outputs):
+            if v._producer is not None:
+                raise ValueError(f"value {v.name!r} already has a producer ({v._producer.label()})")
+            if any(v is w for w in outputs[:i]):
+                raise ValueError(f"value {v.name!r} is given twice as an output")
         self._inputs: tuple[Value | None, ...] = tuple(inputs)
         for i, v in enumerate(self._inputs):
             if v is not None:
                 v._add_use(self, i)
-        if outputs is None:
-            outputs = [Value() for _ in range(num_outputs)]
         for i, v in enumerate(outputs):
-            if v._producer is not None:
-                raise ValueError(f"value {v.name!r} already has a producer ({v._producer.label()})")
             v._producer = self
             v._index = i
         self._outputs: tuple[Value, ...] = tuple(outputs)
@@ -462,13 +471,17 @@ class Graph:
         """Remove nodes from the graph and detach their inputs.
 
         With ``safe`` (the default), raise if an output of a removed node is still read by a
-        node that stays, or is a graph output.
+        node that stays, or is a graph output. Nodes inside the subgraphs of a removed node
+        also let go of the outer values they read.
         """
-        batch = [nodes] if isinstance(nodes, Node) else list(nodes)
+        batch = list(dict.fromkeys([nodes] if isinstance(nodes, Node) else nodes))
         for n in batch:
             self._check_member(n)
         if safe:
             leaving = set(batch)
+            for n in batch:
+                for sub in n.subgraphs():
+                    leaving.update(sub.all_nodes())
             for n in batch:
                 for out in n._outputs:
                     users = [u for u, _ in out._uses if u not in leaving]
@@ -483,6 +496,8 @@ class Graph:
                         )
         for n in batch:
             n.set_inputs(())
+            for sub in n.subgraphs():
+                _detach_captures(sub)
             prev, nxt = n._prev, n._next
             if prev is None:
                 self._head = nxt
@@ -533,7 +548,13 @@ class Graph:
                 if indegree[s] == 0:
                     heapq.heappush(heap, (position[s], s))
         if len(order) != len(nodes):
+            # Every node left waits on a predecessor that is also left, so walking back
+            # from one of them must come round to a node on a cycle.
             stuck = next(n for n in nodes if indegree[n] > 0)
+            walked: set[Node] = set()
+            while stuck not in walked:
+                walked.add(stuck)
+                stuck = next(p for p in preds[stuck] if indegree[p] > 0)
             raise ValueError(f"the graph has a cycle through {stuck.label()}")
         if order == nodes:
             return
@@ -577,6 +598,15 @@ def _read_values(node: Node) -> Iterator[Value]:
             yield v
     for g in node.subgraphs():
         yield from captured_values(g)
+
+
+def _detach_captures(graph: Graph) -> None:
+    """Make the nodes inside ``graph`` stop reading values of enclosing scopes."""
+    outer = {id(v) for v in captured_values(graph)}
+    for node in graph.all_nodes():
+        for i, v in enumerate(node._inputs):
+            if v is not None and id(v) in outer:
+                node.replace_input_with(i, None)
 
 
 def captured_values(graph: Graph) -> list[Value]:

@@ -62,7 +62,7 @@ class DataType(enum.IntEnum):
     @staticmethod
     def from_numpy(dtype: np.dtype | type) -> DataType:
         """The ONNX data type of a numpy dtype."""
-        dt = np.dtype(dtype)
+        dt = np.dtype(dtype).newbyteorder("=")
         if dt.kind in ("U", "S", "O"):
             return DataType.STRING
         try:

@@ -21,6 +21,13 @@ class ExternalLocation:
     checksum: str = ""
 
 
+def _holds(np_dtype: np.dtype, dtype: DataType) -> bool:
+    """Whether an array of ``np_dtype`` holds elements of ONNX type ``dtype`` as is."""
+    if dtype == DataType.STRING:
+        return np_dtype.kind in ("O", "U", "S")
+    return dtype != DataType.UNDEFINED and np_dtype.newbyteorder("=") == dtype.numpy
+
+
 class Tensor:
     """A constant tensor backed by a numpy array.
 
@@ -52,6 +59,12 @@ class Tensor:
                 dtype = DataType.from_numpy(array.dtype)
             if shape is None:
                 shape = array.shape
+            if tuple(shape) != array.shape:
+                raise ValueError(f"tensor {name!r}: array shape {array.shape} != shape "
+                                 f"{tuple(shape)}")
+            if not _holds(array.dtype, DataType(dtype)):
+                raise ValueError(f"tensor {name!r}: numpy {array.dtype} cannot hold "
+                                 f"{DataType(dtype).name}")
         if dtype is None or shape is None:
             raise ValueError("a lazily loaded Tensor needs its dtype and shape")
         self._array = array
@@ -86,7 +99,8 @@ class Tensor:
     def nbytes(self) -> int:
         """Bytes this tensor takes in ONNX raw data (sub-byte types packed)."""
         if self.dtype == DataType.STRING:
-            return int(sum(len(s) for s in self.numpy().flat))
+            return int(sum(len(s.encode() if isinstance(s, str) else s)
+                           for s in self.numpy().flat))
         return (self.size * self.dtype.bitwidth + 7) // 8
 
     def __array__(self, dtype=None, copy=None):

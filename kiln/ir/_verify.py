@@ -51,11 +51,15 @@ def _verify_graph(
     for v in g.inputs:
         if v.producer() is not None:
             raise VerificationError(f"{where}: graph input {v.name!r} has a producer")
+        _verify_owner(v, g, "graph input", "Graph.add_input", where)
         define(v, "graph input")
+        _verify_uses(v, where)
     for name, v in g.initializers.items():
         _verify_initializer(name, v, where)
+        _verify_owner(v, g, "initializer", "Graph.register_initializer", where)
         if not v.is_graph_input():
             define(v, "initializer")
+            _verify_uses(v, where)
     count = 0
     for node in g:
         count += 1
@@ -65,10 +69,41 @@ def _verify_graph(
         for out in node.outputs:
             define(out, f"output of {node.label()}")
     if count != len(g):
-        raise VerificationError(f"{where}: node count {len(g)} != {count} nodes linked")
+        raise VerificationError(f"{where}: node count {len(g)} != {count} nodes linked"
+                                f"{_stray_node_note(g)}")
     for v in g.outputs:
         if id(v) not in defined:
             raise VerificationError(f"{where}: graph output {v.name!r} is not defined")
+
+
+def _stray_node_note(g: Graph) -> str:
+    """Name a node in ``g``'s chain that does not point back to ``g``, if there is one."""
+    node = g._head
+    while node is not None:
+        if node.graph is not g:
+            return f"; {node.label()} is in the node list but does not point back to the graph"
+        node = node._next
+    return ""
+
+
+def _verify_owner(v: Value, g: Graph, what: str, method: str, where: str) -> None:
+    if v._graph is not g:
+        raise VerificationError(
+            f"{where}: {what} {v.name!r} does not point back to its graph (add it with {method})"
+        )
+
+
+def _verify_uses(v: Value, where: str) -> None:
+    for user, j in v._uses:
+        if j >= len(user.inputs) or user.inputs[j] is not v:
+            raise VerificationError(
+                f"{where}: {v.name!r} lists a stale use by {user.label()} input {j}"
+            )
+        if user.graph is None:
+            raise VerificationError(
+                f"{where}: {v.name!r} is used by {user.label()}, which is in no graph "
+                "(remove it with Graph.remove, or insert it)"
+            )
 
 
 def _verify_initializer(name: str, v: Value, where: str) -> None:
@@ -106,8 +141,11 @@ def _verify_node(
             continue
         if id(v) not in defined:
             p = v.producer()
-            why = f"produced later by {p.label()}" if p is not None and p.graph is g else \
-                "not defined in scope"
+            why = "not defined in scope"
+            if p is not None and p.graph is g:
+                linked = any(n is p for n in g)
+                why = f"produced later by {p.label()}" if linked else \
+                    f"produced by {p.label()}, which is not linked into the node list"
             raise VerificationError(
                 f"{where}: {node.label()} input {i} ({v.name!r}) is {why}"
             )
@@ -121,8 +159,4 @@ def _verify_node(
     for i, out in enumerate(node.outputs):
         if out.producer() is not node or out.index != i:
             raise VerificationError(f"{where}: output {i} of {node.label()} has a wrong producer")
-        for user, j in out._uses:
-            if j >= len(user.inputs) or user.inputs[j] is not out:
-                raise VerificationError(
-                    f"{where}: {out.name!r} lists a stale use by {user.label()} input {j}"
-                )
+        _verify_uses(out, where)
