@@ -13,7 +13,7 @@ from kiln.ir._core import (
 from kiln.ir._dtypes import DataType
 from kiln.ir._nx import dominator_tree, to_networkx
 from kiln.ir._tensor import ExternalLocation, SparseTensor, Tensor
-from kiln.ir._text import parse_model, print_graph, print_model
+from kiln.ir._text import parse_graph, parse_model, print_graph, print_model
 from kiln.ir._types import (
     Dim,
     MapType,
@@ -50,6 +50,7 @@ __all__ = [
     "Value",
     "captured_values",
     "dominator_tree",
+    "parse_graph",
     "parse_model",
     "print_graph",
     "print_model",
