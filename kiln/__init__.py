@@ -21,4 +21,19 @@ def from_torch(module, example_inputs, dynamic_shapes=None, **kwargs):
     return _from_torch(module, example_inputs, dynamic_shapes, **kwargs)
 
 
-__all__ = ["KilnError", "__version__", "from_torch", "load", "save"]
+def compile(model, backend="ort", target=None, **options):
+    """Compile a model for a backend ("ort", "reference", ...) into an Executable.
+
+    See :func:`kiln.backends.compile`.
+    """
+    from kiln.backends import compile as _compile
+
+    return _compile(model, backend, target, **options)
+
+
+# kiln.bench is the benchmark package and, being callable, the function
+# kiln.bench(model, backends=("ort",), ...) -> result dict (see kiln.bench.bench). A plain
+# function here would be replaced by the package the first time anything imports it.
+from kiln import bench  # noqa: E402
+
+__all__ = ["KilnError", "__version__", "bench", "compile", "from_torch", "load", "save"]
