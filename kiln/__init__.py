@@ -3,8 +3,6 @@
 The public API is the names in ``__all__``; everything else is internal.
 """
 
-from __future__ import annotations
-
 from kiln.errors import KilnError
 from kiln.frontends.onnx import load, save
 

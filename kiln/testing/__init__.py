@@ -1,5 +1,7 @@
-"""Helpers for testing kiln itself: the ONNX node-suite conformance harness."""
+"""Helpers for testing kiln and passes built on it: structural model comparison (golden
+tests in the text form) and the ONNX node-suite conformance harness."""
 
+from kiln.ir._text import assert_models_equal, models_equal
 from kiln.testing._conformance import (
     CaseResult,
     StageResult,
@@ -17,8 +19,10 @@ __all__ = [
     "StageResult",
     "Summary",
     "acceptance_failures",
+    "assert_models_equal",
     "compare_outputs",
     "load_node_cases",
+    "models_equal",
     "run_case",
     "run_suite",
     "text_form_available",
