@@ -93,9 +93,28 @@ class Executable(abc.ABC):
 
         The artifact loads again without kiln (for ONNX-based backends: ``model.onnx``,
         ``model.onnx.data`` when the weights are large or ``external_data`` is set, and
-        ``manifest.json``).
+        ``manifest.json`` whose ``runtime`` is :meth:`_artifact_runtime`).
         """
-        raise KilnError(f"backend {self.backend!r} cannot export an artifact")
+        runtime = self._artifact_runtime()
+        if runtime is None:
+            raise KilnError(f"backend {self.backend!r} cannot export an artifact")
+        from kiln.backends._artifact import write_artifact
+
+        return write_artifact(
+            self.model,
+            directory,
+            backend=self.backend,
+            target=self.target,
+            inputs=self.input_specs,
+            outputs=self.output_specs,
+            runtime=runtime,
+            external_data=external_data,
+        )
+
+    def _artifact_runtime(self) -> dict[str, Any] | None:
+        """The manifest's ``runtime`` entry for an ONNX artifact, or None when this
+        backend's result is not an ONNX model."""
+        return None
 
     @abc.abstractmethod
     def _run(self, feeds: Mapping[str, Any]) -> list[np.ndarray]:

@@ -20,7 +20,6 @@ from kiln.backends._artifact import (
     EXTERNAL_DATA_THRESHOLD,
     initializer_bytes,
     model_bytes,
-    write_artifact,
     write_onnx,
 )
 from kiln.backends._base import (
@@ -151,31 +150,17 @@ class OrtExecutable(Executable):
         except Exception as exc:
             raise KilnError(f"onnxruntime failed to run the model: {one_line(exc)}") from None
 
-    def export(self, directory: str | os.PathLike, *, external_data: bool | None = None) -> Path:
-        """Write ``model.onnx`` (+ ``model.onnx.data``) and ``manifest.json``.
-
-        The manifest's ``runtime`` records the session settings to reproduce this
-        Executable with plain onnxruntime: ``graph_optimization_level`` (an
-        ``onnxruntime.GraphOptimizationLevel`` member name), ``intra_op_num_threads``
-        (0 = onnxruntime's default) and ``providers``.
-        """
-        runtime = {
+    def _artifact_runtime(self) -> dict[str, Any]:
+        """The session settings that reproduce this Executable with plain onnxruntime:
+        ``graph_optimization_level`` (an ``onnxruntime.GraphOptimizationLevel`` member
+        name), ``intra_op_num_threads`` (0 = onnxruntime's default) and ``providers``."""
+        return {
             "onnxruntime": {
                 "graph_optimization_level": self.session_options.graph_optimization_level.name,
                 "intra_op_num_threads": self.session_options.intra_op_num_threads,
                 "providers": list(self.providers),
             }
         }
-        return write_artifact(
-            self.model,
-            directory,
-            backend=self.backend,
-            target=self.target,
-            inputs=self.input_specs,
-            outputs=self.output_specs,
-            runtime=runtime,
-            external_data=external_data,
-        )
 
 
 def _session_options(options: OrtOptions):

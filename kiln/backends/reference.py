@@ -8,14 +8,12 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import os
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from kiln.backends._artifact import model_bytes, write_artifact
+from kiln.backends._artifact import model_bytes
 from kiln.backends._base import (
     Backend,
     Executable,
@@ -91,16 +89,6 @@ class ReferenceExecutable(Executable):
             raise KilnError(f"onnx.reference failed to run the model: {one_line(exc)}") from None
         return [np.asarray(r) for r in results]
 
-    def export(self, directory: str | os.PathLike, *, external_data: bool | None = None) -> Path:
-        """Write ``model.onnx`` (+ ``model.onnx.data``) and ``manifest.json``; the model
-        runs with ``onnx.reference.ReferenceEvaluator`` (or any ONNX runtime)."""
-        return write_artifact(
-            self.model,
-            directory,
-            backend=self.backend,
-            target=self.target,
-            inputs=self.input_specs,
-            outputs=self.output_specs,
-            runtime={"onnx.reference": {}},
-            external_data=external_data,
-        )
+    def _artifact_runtime(self) -> dict[str, Any]:
+        """The artifact runs with ``onnx.reference.ReferenceEvaluator`` (or any runtime)."""
+        return {"onnx.reference": {}}

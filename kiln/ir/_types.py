@@ -73,8 +73,9 @@ class Type:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
-class TensorType(Type):
-    """A dense tensor: element type and shape (``shape=None`` means unknown rank)."""
+class _ShapedType(Type):
+    """Element type and shape (``shape=None`` means unknown rank); a sequence of dims is
+    accepted for ``shape`` and an int for ``dtype``."""
 
     dtype: DataType
     shape: Shape | None = None
@@ -87,17 +88,13 @@ class TensorType(Type):
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
-class SparseTensorType(Type):
-    """A sparse tensor (COO, as ONNX defines it)."""
+class TensorType(_ShapedType):
+    """A dense tensor: element type and shape (``shape=None`` means unknown rank)."""
 
-    dtype: DataType
-    shape: Shape | None = None
-    denotation: str = ""
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "dtype", DataType(self.dtype))
-        if self.shape is not None and not isinstance(self.shape, Shape):
-            object.__setattr__(self, "shape", Shape(self.shape))
+@dataclasses.dataclass(frozen=True, slots=True)
+class SparseTensorType(_ShapedType):
+    """A sparse tensor (COO, as ONNX defines it); not a TensorType."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
