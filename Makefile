@@ -23,9 +23,11 @@ demo: setup
 lint: setup
 	$(VENV)/bin/ruff check kiln tests benchmarks
 
-# pytest exits 5 when it collected no tests; make fails on any non-zero exit.
+# pytest exits 5 when it collected no tests: that fails the target, loudly.
 test: setup lint
-	$(PY) -m pytest $(PYTEST_ARGS)
+	@$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests; failing" >&2; fi; \
+	exit $$rc
 
 bench-conformance: setup
 	$(PY) benchmarks/conformance.py

@@ -314,12 +314,17 @@ def make_sources_child(spec: dict) -> None:
 def measure(work: Path, src: dict[str, Path], n: int, weights: int, repeat: int) -> list[dict]:
     samples: dict[tuple[str, str, str], list[tuple[float, int]]] = {}
     out_dir = work / "out"
-    for _ in range(repeat):
-        # Round-robin over libraries, so drift in the machine hits all of them alike.
+    for r in range(repeat):
+        # Round-robin over libraries, so drift in the machine hits all of them alike, and
+        # rotate who goes first, so no library always follows the same neighbour.
+        order = LIBS[r % len(LIBS):] + LIBS[:r % len(LIBS)]
         for form in FORMS:
             for op in OPS:
-                for lib in LIBS:
+                for lib in order:
                     out_dir.mkdir(exist_ok=True)
+                    # Flush the previous run's dirty pages, so no library's write pays
+                    # for another's writeback.
+                    os.sync()
                     spec = {"op": op, "lib": lib, "form": form, "n": n,
                             "src": str(src[form]), "out": str(out_dir / "model.onnx")}
                     result, peak = run_child(spec)

@@ -83,12 +83,7 @@ def open_confined(folder: Path, parts: list[str]) -> int:
     finally:
         if dir_fd >= 0:
             os.close(dir_fd)
-    try:
-        _check_regular(os.fstat(fd), "/".join(parts))
-    except BaseException:
-        os.close(fd)
-        raise
-    return fd
+    return _regular_or_close(fd, "/".join(parts))
 
 
 def _open_confined_by_path(folder: Path, parts: list[str]) -> int:  # pragma: no cover
@@ -98,8 +93,13 @@ def _open_confined_by_path(folder: Path, parts: list[str]) -> int:  # pragma: no
         if path.is_symlink():
             raise ValueError(f"{path.relative_to(folder).as_posix()!r} is a symbolic link")
     fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
+    return _regular_or_close(fd, "/".join(parts))
+
+
+def _regular_or_close(fd: int, shown: str) -> int:
+    """``fd`` if it is a regular file with one link; otherwise close it and raise."""
     try:
-        _check_regular(os.fstat(fd), "/".join(parts))
+        _check_regular(os.fstat(fd), shown)
     except BaseException:
         os.close(fd)
         raise
