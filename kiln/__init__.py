@@ -29,9 +29,23 @@ def compile(model, backend="ort", target=None, **options):
     return _compile(model, backend, target, **options)
 
 
+def optimize(model, pipeline="default", passes=None, *, verify=True, fixed_point=True,
+             check_numerics=False, report=False):
+    """Optimize a model with a named pipeline or a pipeline string, to a fixed point.
+
+    Returns the model, or ``(model, report)`` when ``report=True``. See
+    :func:`kiln.passes.optimize`.
+    """
+    from kiln.passes import optimize as _optimize
+
+    return _optimize(model, pipeline, passes, verify=verify, fixed_point=fixed_point,
+                     check_numerics=check_numerics, report=report)
+
+
 # kiln.bench is the benchmark package and, being callable, the function
 # kiln.bench(model, backends=("ort",), ...) -> result dict (see kiln.bench.bench). A plain
 # function here would be replaced by the package the first time anything imports it.
 from kiln import bench  # noqa: E402
 
-__all__ = ["KilnError", "__version__", "bench", "compile", "from_torch", "load", "save"]
+__all__ = ["KilnError", "__version__", "bench", "compile", "from_torch", "load", "optimize",
+           "save"]

@@ -1,4 +1,5 @@
-"""The ``kiln`` command: inspect, run and benchmark models, export zoo models, run the demo.
+"""The ``kiln`` command: inspect, run, optimize and benchmark models, export zoo models, run
+the demo.
 
 Every subcommand takes a model as an ONNX file or as ``zoo:NAME`` (a built-in model,
 exported from torch on the fly; needs the torch extra). Results go to stdout, progress to
@@ -137,6 +138,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of the random inputs (default: 0)")
     _dims_arg(p, "of the random inputs")
     p.set_defaults(func=_cmd_bench)
+
+    p = sub.add_parser("optimize", parents=[common], help="run optimization passes on a model",
+                       description="Run a pass pipeline on a model, verifying the IR after "
+                       "every pass, and write the result. Prints one row per pass run and the "
+                       "node counts before and after.",
+                       epilog="Passes: see kiln.passes.available_passes(); a pipeline string "
+                       "is e.g. 'fold-constants,eliminate-dead-code{remove_custom_ops=true}'.")
+    _model_arg(p)
+    p.add_argument("-o", "--output", metavar="FILE", type=Path, required=True,
+                   help="the optimized .onnx file to write")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--pipeline", metavar="NAME",
+                       help="named pipeline: default (keeps float semantics) or none "
+                       "(default: default)")
+    which.add_argument("--passes", metavar="PIPELINE",
+                       help="comma-separated passes with options, e.g. "
+                       "'fold-constants,eliminate-dead-code' (instead of --pipeline)")
+    p.add_argument("--check-numerics", action="store_true",
+                   help="run the model with ONNX Runtime before and after each pass on random "
+                   "inputs and fail on the first pass that changes an output")
+    p.add_argument("--no-verify", action="store_true",
+                   help="do not verify the IR after each pass")
+    p.add_argument("--report", metavar="OUT", type=Path,
+                   help="also write the per-pass report as JSON")
+    p.set_defaults(func=_cmd_optimize)
 
     p = sub.add_parser("zoo", parents=[common], help="list or export built-in models",
                        description="Built-in models, defined in code (needs the torch extra).")
@@ -442,6 +468,32 @@ def _cmd_bench(args: argparse.Namespace, progress: _Progress) -> int:
         _output_path(args.json_out).write_text(json.dumps(result, indent=2) + "\n")
         progress.say(f"wrote {args.json_out}")
     return 0 if any(r["status"] == "ok" for r in result["results"]) else 1
+
+
+# -- optimize -------------------------------------------------------------------------
+
+
+def _cmd_optimize(args: argparse.Namespace, progress: _Progress) -> int:
+    from kiln import save
+    from kiln.passes import get_pipeline, optimize, parse_pipeline
+
+    # Resolve the passes first: a typo fails before a large model is loaded.
+    if args.passes is not None:
+        passes = parse_pipeline(args.passes)
+    else:
+        passes = get_pipeline(args.pipeline or "default")
+    model, _ = _load(args.model, progress, args.batch)
+    progress.say("optimizing:")
+    model, report = optimize(model, passes=passes, verify=not args.no_verify,
+                             check_numerics=args.check_numerics, report=True,
+                             progress=lambda line: progress.say(f"  {line}"))
+    with progress.step(f"writing {args.output}"):
+        save(model, _output_path(args.output))
+    print(report.format())
+    if args.report is not None:
+        _output_path(args.report).write_text(report.to_json() + "\n")
+        progress.say(f"wrote {args.report}")
+    return 0
 
 
 # -- zoo ------------------------------------------------------------------------------
