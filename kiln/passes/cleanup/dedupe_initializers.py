@@ -1,0 +1,59 @@
+"""``dedupe-initializers``: merge initializers that hold the same data.
+
+Initializers of one graph with equal dtype, shape and bytes become one (the first by
+order). Bytes are hashed to find candidates and then compared exactly. Initializers that
+are also graph inputs (a caller may override them) or outputs of a graph are left alone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+
+import numpy as np
+
+from kiln.ir import Graph, Model, Value
+from kiln.passes._base import Pass, PassResult, register_pass
+from kiln.passes.cleanup._util import all_graphs, subgraph_outputs
+
+
+def _data(value: Value) -> bytes:
+    array = value.const_value.numpy()
+    if array.dtype == object:  # strings
+        return repr(array.reshape(-1).tolist()).encode()
+    return np.ascontiguousarray(array).tobytes()
+
+
+def _dedupe(graph: Graph) -> int:
+    kept: dict[tuple, list[tuple[Value, bytes]]] = {}
+    merged = 0
+    returned = subgraph_outputs(graph)
+    for value in list(graph.initializers.values()):
+        if value.is_graph_input() or value.is_graph_output() or id(value) in returned:
+            continue
+        tensor = value.const_value
+        data = _data(value)
+        key = (int(tensor.dtype), tensor.shape, hashlib.sha256(data).digest())
+        candidates = kept.setdefault(key, [])
+        same = next((v for v, d in candidates if d == data), None)
+        if same is None:
+            candidates.append((value, data))
+            continue
+        value.replace_all_uses_with(same)
+        graph.remove_initializer(value.name)
+        merged += 1
+    return merged
+
+
+@register_pass
+class DedupeInitializers(Pass):
+    """Merge initializers with identical dtype, shape and data; stats count merged ones."""
+
+    name = "dedupe-initializers"
+
+    def call(self, model: Model) -> PassResult:
+        stats: Counter[str] = Counter()
+        for graph in all_graphs(model):
+            stats["merged"] += _dedupe(graph)
+        stats = +stats
+        return PassResult(model, bool(stats), stats)
