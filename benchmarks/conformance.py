@@ -3,15 +3,17 @@
 For every case: ONNX Runtime (optimizations off, one thread) on the original model
 against the suite's expected outputs (onnx's ReferenceEvaluator where ORT cannot run it),
 then the same engine on the model after ``kiln.load -> verify -> kiln.save`` and after
-``kiln.load -> print_model -> parse_model -> verify -> kiln.save``.
+``kiln.load -> print_model -> parse_model -> verify -> kiln.save``; and, for every case
+that passes the load/save round trip, after ``kiln.load -> kiln.optimize(pipeline="default")
+-> kiln.save``, against the same engine's outputs on the original (rtol 1e-4, atol 1e-5).
 
 Usage::
 
-    python benchmarks/conformance.py [--filter SUBSTR] [--json OUT] [--no-text]
+    python benchmarks/conformance.py [--filter SUBSTR] [--json OUT] [--no-text] [--no-optimize]
 
 Exits 1 when the acceptance fails (a case ORT passes on the original does not pass both
-round trips, another case neither passes nor is refused with a clear error, or kiln
-crashes).
+round trips, another case neither passes nor is refused with a clear error, kiln
+crashes, or the default pipeline changes, refuses or crashes on a case).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from kiln.testing import (
     Summary,
     acceptance_failures,
     load_node_cases,
+    optimize_failures,
     run_suite,
     text_form_available,
 )
@@ -53,6 +56,14 @@ _ROWS = [
     ("text round trip skipped", "text_skipped"),
     ("text not a fixpoint (print(parse(t)) != t)", "text_not_fixpoint"),
 ]
+_OPTIMIZE_ROWS = [
+    ("optimized with the default pipeline", "optimized"),
+    ("  outputs unchanged (rtol 1e-4, atol 1e-5)", "optimize_pass"),
+    ("  outputs changed", "optimize_fail"),
+    ("  refused (KilnError)", "optimize_refused"),
+    ("  crash", "optimize_crash"),
+    ("nodes the default pipeline removed", "nodes_removed"),
+]
 
 
 def _progress(index: int, total: int, result: CaseResult) -> None:
@@ -62,10 +73,11 @@ def _progress(index: int, total: int, result: CaseResult) -> None:
         print(f"[{done:5d}/{total}] {result.name}{note}", file=sys.stderr, flush=True)
 
 
-def _print_table(summary: Summary) -> None:
+def _print_table(summary: Summary, optimize: bool) -> None:
     counts = vars(summary)
-    width = max(len(label) for label, _ in _ROWS)
-    for label, key in _ROWS:
+    rows = _ROWS + (_OPTIMIZE_ROWS if optimize else [])
+    width = max(len(label) for label, _ in rows)
+    for label, key in rows:
         print(f"  {label:<{width}}  {counts[key]:>6}")
 
 
@@ -130,6 +142,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--json", metavar="OUT", help="write every case's result here")
     parser.add_argument("--no-text", action="store_true",
                         help="skip the text print/parse round trip")
+    parser.add_argument("--no-optimize", action="store_true",
+                        help="skip the default-pipeline optimize stage")
     args = parser.parse_args(argv)
 
     start = time.perf_counter()
@@ -140,10 +154,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not text and not args.no_text:
         print("kiln's text form is not implemented yet: the text round trip is skipped",
               file=sys.stderr)
-    results = run_suite(cases, text=text, progress=_progress)
+    optimize = not args.no_optimize
+    results = run_suite(cases, text=text, optimize=optimize, progress=_progress)
     seconds = time.perf_counter() - start
     summary = Summary.of(results)
-    failures = acceptance_failures(results)
+    failures = acceptance_failures(results) + optimize_failures(results)
 
     if args.json:
         report = {
@@ -163,7 +178,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"ONNX backend node suite through kiln (onnx {onnx.__version__}, onnxruntime "
           f"{onnxruntime.__version__}, kiln {kiln.__version__}; {platform.machine()}, "
           f"{seconds:.1f} s)")
-    _print_table(summary)
+    _print_table(summary, optimize)
     _print_non_passes(results)
     _print_engine_notes(results)
     print(f"\nAcceptance: {'PASS' if not failures else f'FAIL ({len(failures)} cases)'}")

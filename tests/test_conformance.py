@@ -1,7 +1,10 @@
-"""The ONNX backend node suite through kiln's load/save and text round trips.
+"""The ONNX backend node suite through kiln's load/save and text round trips, and through
+the default optimization pipeline.
 
 The acceptance: every case ONNX Runtime passes on the original passes after both round
 trips; every other case passes or is refused with a one-line KilnError; nothing crashes.
+The default pipeline leaves every round-tripped case's outputs unchanged (rtol 1e-4,
+atol 1e-5) under the engine that judged it, and neither crashes nor refuses.
 ``benchmarks/conformance.py`` prints the same run as a table.
 """
 
@@ -21,6 +24,7 @@ from kiln.testing import (
     acceptance_failures,
     compare_outputs,
     load_node_cases,
+    optimize_failures,
     run_case,
     run_suite,
     text_form_available,
@@ -29,7 +33,7 @@ from kiln.testing import (
 
 @pytest.fixture(scope="module")
 def suite_results() -> list[CaseResult]:
-    return run_suite(load_node_cases())
+    return run_suite(load_node_cases(), optimize=True)
 
 
 def test_node_suite_acceptance(suite_results: list[CaseResult]) -> None:
@@ -48,6 +52,19 @@ def test_node_suite_is_judged(suite_results: list[CaseResult]) -> None:
     assert summary.unjudged < 20
     assert summary.crashed == 0
     assert summary.text_skipped == 0
+
+
+def test_default_pipeline_keeps_the_outputs_of_every_case(
+        suite_results: list[CaseResult]) -> None:
+    failures = optimize_failures(suite_results)
+    assert not failures, f"{len(failures)} cases break under the default pipeline:\n" + \
+        "\n".join(failures)
+    summary = Summary.of(suite_results)
+    # Every case an engine runs and kiln round-trips is optimized, and the pipeline does
+    # something (folds the constant subgraphs of the function-expanded cases, at least).
+    assert summary.optimized == summary.total - summary.unjudged
+    assert summary.optimize_pass == summary.optimized
+    assert summary.nodes_removed > 1000
 
 
 def test_text_form_is_exercised() -> None:
@@ -85,6 +102,43 @@ def test_run_case_passes_a_good_model(tmp_path) -> None:
     assert (result.ort_original, result.engine, result.expected) == ("pass", "ort", "suite")
     assert result.load_save == StageResult("pass")
     assert result.text.status == "skipped"
+
+
+def test_run_case_optimizes_and_compares_with_the_original(tmp_path) -> None:
+    # y = x + (2 + 3): the default pipeline folds the constant Add away.
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [3])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [3])
+    two = helper.make_tensor("two", TensorProto.FLOAT, [1], [2.0])
+    three = helper.make_tensor("three", TensorProto.FLOAT, [1], [3.0])
+    nodes = [helper.make_node("Add", ["two", "three"], ["c"]),
+             helper.make_node("Add", ["x", "c"], ["y"])]
+    graph = helper.make_graph(nodes, "g", [x], [y], [two, three])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)],
+                              ir_version=8)
+    data = np.array([1.0, -2.0, 3.5], np.float32)
+    result = run_case(_case(model, [data], [data + 5]), str(tmp_path), text=False,
+                      optimize=True)
+    assert result.optimize == StageResult("pass")
+    assert result.nodes_removed == 1
+    skipped = run_case(_case(model, [data], [data + 5]), str(tmp_path), text=False)
+    assert skipped.optimize.status == "skipped"
+    assert optimize_failures([result, skipped]) == []
+
+
+def test_optimize_failures_list_every_stage_that_did_not_pass() -> None:
+    ok = StageResult("pass")
+
+    def result(name: str, optimize: StageResult) -> CaseResult:
+        return CaseResult(name, "pass", "", "ort", "suite", ok, ok, optimize=optimize)
+
+    results = [result("test_good", ok), result("test_skip", StageResult("skipped")),
+               result("test_fail", StageResult("fail", "ort: differ")),
+               result("test_refused", StageResult("refused", "optimize: no"))]
+    assert optimize_failures(results) == ["test_fail: optimize fail: ort: differ",
+                                          "test_refused: optimize refused: optimize: no"]
+    summary = Summary.of(results)
+    assert (summary.optimized, summary.optimize_pass, summary.optimize_fail,
+            summary.optimize_refused) == (3, 1, 1, 1)
 
 
 def test_run_case_uses_the_engines_outputs_when_the_suite_is_wrong(tmp_path) -> None:
@@ -141,6 +195,10 @@ def test_compare_outputs_follows_the_backend_runner() -> None:
     assert compare_outputs([bf], [(bf.astype(np.float32) * 1.01).astype(ml_dtypes.bfloat16)]) \
         is None
     assert compare_outputs([a], [a * 100], values=False) is None
+    # float16 gets about one ULP even under the optimize stage's float32 rtol.
+    h = np.array([0.7026], np.float16)
+    assert compare_outputs([h], [np.nextafter(h, np.float16(1))], rtol=1e-4, atol=1e-5) is None
+    assert compare_outputs([h], [h * np.float16(1.01)], rtol=1e-4, atol=1e-5) is not None
     mask = np.array([True, False])
     assert "1 of 2 elements differ (first at [1]: np.False_ vs expected np.True_)" in \
         compare_outputs([np.array([True, True])], [mask])

@@ -8,13 +8,18 @@ or its function-expanded form, with inputs and expected outputs) is run three wa
    ``onnx.reference.ReferenceEvaluator`` takes its place as the case's engine;
 2. after a load/save round trip: ``kiln.load`` -> ``kiln.ir.verify`` -> ``kiln.save``;
 3. after a text round trip: ``kiln.load`` -> ``print_model`` -> ``parse_model`` ->
-   ``verify`` -> ``kiln.save``.
+   ``verify`` -> ``kiln.save``;
+4. (``optimize=True``, for cases that pass the load/save round trip and that an engine
+   runs) after ``kiln.load`` -> ``kiln.optimize(pipeline="default")`` -> ``kiln.save``,
+   compared with the same engine's outputs on the original at the float tolerance of
+   passes (rtol 1e-4, atol 1e-5; other types exactly; random ops by shape and dtype).
 
 Each kiln stage ends as ``pass``, ``fail`` (the engine's outputs no longer match),
 ``refused`` (kiln raised a :class:`~kiln.errors.KilnError`), ``crash`` (any other
 exception inside kiln) or ``skipped``. The acceptance: a case ORT passes on the original
 passes after both round trips; any other case passes or is refused with a one-line
-message; nothing crashes.
+message; nothing crashes. The optimize stage is judged on its own
+(:func:`optimize_failures`): nothing may fail or crash, and refusals are listed.
 """
 
 from __future__ import annotations
@@ -42,6 +47,9 @@ from kiln.ir import DataType
 # The tolerances of onnx's backend test runner, used when a case carries none.
 DEFAULT_RTOL = 1e-3
 DEFAULT_ATOL = 1e-7
+# The float tolerance of passes (DESIGN.md, "Tolerances"), used by the optimize stage.
+OPTIMIZE_RTOL = 1e-4
+OPTIMIZE_ATOL = 1e-5
 
 PASS, FAIL, REFUSED, CRASH, SKIPPED = "pass", "fail", "refused", "crash", "skipped"
 _SEVERITY = {PASS: 0, SKIPPED: 1, FAIL: 2, REFUSED: 3, CRASH: 4}
@@ -80,6 +88,10 @@ class CaseResult:
         load_save: the load -> verify -> save round trip.
         text: the load -> print -> parse -> verify -> save round trip.
         text_fixpoint: False when printing the parsed model gives different text.
+        optimize: the load -> optimize(default) -> save stage, judged against the engine's
+            outputs on the original (``skipped`` unless the load/save round trip passes
+            and an engine runs the case). Not part of :attr:`outcome`.
+        nodes_removed: how many nodes the default pipeline removed (net).
         warnings: warnings kiln raised while loading or printing.
         seconds: wall time for the case.
     """
@@ -94,6 +106,8 @@ class CaseResult:
     text_fixpoint: bool | None = None
     warnings: list[str] = dataclasses.field(default_factory=list)
     seconds: float = 0.0
+    optimize: StageResult = dataclasses.field(default_factory=lambda: StageResult(SKIPPED))
+    nodes_removed: int = 0
 
     @property
     def outcome(self) -> str:
@@ -124,6 +138,12 @@ class Summary:
     crashed: int
     text_skipped: int
     text_not_fixpoint: int
+    optimized: int = 0
+    optimize_pass: int = 0
+    optimize_fail: int = 0
+    optimize_refused: int = 0
+    optimize_crash: int = 0
+    nodes_removed: int = 0
 
     @staticmethod
     def of(results: Sequence[CaseResult]) -> Summary:
@@ -143,6 +163,12 @@ class Summary:
             crashed=outcomes.count(CRASH),
             text_skipped=sum(r.text.status == SKIPPED for r in results),
             text_not_fixpoint=sum(r.text_fixpoint is False for r in results),
+            optimized=sum(r.optimize.status != SKIPPED for r in results),
+            optimize_pass=sum(r.optimize.status == PASS for r in results),
+            optimize_fail=sum(r.optimize.status == FAIL for r in results),
+            optimize_refused=sum(r.optimize.status == REFUSED for r in results),
+            optimize_crash=sum(r.optimize.status == CRASH for r in results),
+            nodes_removed=sum(r.nodes_removed for r in results),
         )
 
 
@@ -163,6 +189,16 @@ def acceptance_failures(results: Iterable[CaseResult]) -> list[str]:
             what = "ORT passes the original, but " if r.ort_original == PASS else ""
             bad.append(f"{r.name}: {what}{stage_name} {stage.status}: {stage.reason}")
     return bad
+
+
+def optimize_failures(results: Iterable[CaseResult]) -> list[str]:
+    """The cases whose optimize stage did not pass, one line each.
+
+    Every such line is a pass bug (wrong outputs, a crash, a verifier failure) unless the
+    input is genuinely unsupported and the stage was refused with a one-line KilnError.
+    """
+    return [f"{r.name}: optimize {r.optimize.status}: {r.optimize.reason}" for r in results
+            if r.optimize.status not in (PASS, SKIPPED)]
 
 
 def _one_line(message: str) -> bool:
@@ -275,7 +311,8 @@ def compare_outputs(expected: Sequence[Any], got: Sequence[Any], rtol: float = D
 
     Sequences compare element by element, empty optionals (None) must match, strings must
     be equal, other tensors must have the same shape and dtype and agree within
-    ``rtol``/``atol`` (NaNs equal; bfloat16 gets at least two ULPs of relative slack).
+    ``rtol``/``atol`` (NaNs equal; bfloat16 gets at least two ULPs of relative slack,
+    float16 about one).
     With ``values=False`` only structure, shapes and dtypes are compared.
 
     Returns:
@@ -322,6 +359,8 @@ def _compare_tensor(e: np.ndarray, g: np.ndarray, rtol: float, atol: float,
         return f"dtype {g.dtype}, expected {e.dtype}"
     if e.dtype.name == "bfloat16":
         rtol = max(rtol, 2.0**-6)
+    elif e.dtype == np.float16:  # a float32 rtol (the optimize stage's) is below fp16's ULP
+        rtol = max(rtol, 2.0**-10)
     cast = np.float32 if e.dtype.num >= _NPY_USERDEF else np.int8 if e.dtype == np.bool_ else None
     with np.errstate(all="ignore"):
         close = np.isclose(g if cast is None else g.astype(cast),
@@ -444,26 +483,28 @@ class _StructuralJudge:
 
 def _choose_judge(case_model: onnx.ModelProto, feeds: dict[str, Any], expected: Sequence[Any],
                   rtol: float, atol: float,
-                  ) -> tuple[str, str, str, str, Callable[[str], StageResult]]:
-    """Pick what judges the round trips: (ort status, ort reason, engine, expected, judge)."""
+                  ) -> tuple[str, str, str, str, Callable[[str], StageResult], list[Any]]:
+    """Pick what judges the round trips: (ort status, ort reason, engine, expected, judge,
+    the engine's outputs on the original)."""
     ort_status, ort_reason, ort_got = _try_engine("ort", case_model, feeds, expected, rtol,
                                                   atol)
     if ort_status == PASS:
         return ort_status, ort_reason, "ort", "suite", _Judge("ort", feeds, expected, rtol,
-                                                                 atol)
+                                                                 atol), ort_got
     ref_status, _, ref_got = _try_engine("reference", case_model, feeds, expected, rtol, atol)
     if ref_status == PASS:
         judge = _Judge("reference", feeds, expected, rtol, atol)
-        return ort_status, ort_reason, "reference", "suite", judge
+        return ort_status, ort_reason, "reference", "suite", judge, ref_got
     if FAIL not in (ort_status, ref_status):
-        return ort_status, ort_reason, "", "structure", _StructuralJudge(case_model)
+        return ort_status, ort_reason, "", "structure", _StructuralJudge(case_model), []
     # The engine runs the original but disagrees with the suite: compare the round trips
     # with the engine's own outputs, or only their shapes when a second run differs.
     engine, got = ("ort", ort_got) if ort_status == FAIL else ("reference", ref_got)
     again, _, _ = _try_engine(engine, case_model, feeds, got, 0.0, 0.0)
     deterministic = again == PASS
     judge = _Judge(engine, feeds, got, rtol, atol, values=deterministic)
-    return ort_status, ort_reason, engine, "engine" if deterministic else "engine-shapes", judge
+    source = "engine" if deterministic else "engine-shapes"
+    return ort_status, ort_reason, engine, source, judge, got
 
 
 def _load_save(model_bytes: bytes, path: str, judge: Callable[[str], StageResult],
@@ -498,7 +539,23 @@ def _text_round_trip(model_bytes: bytes, path: str, judge: Callable[[str], Stage
     return judge(path)
 
 
-def run_case(case: Any, workdir: str, *, text: bool = True) -> CaseResult:
+def _optimize_stage(model_bytes: bytes, path: str, judge: _Judge,
+                    case: CaseResult) -> StageResult:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model = _kiln_call("load", lambda: kiln.load(model_bytes))
+        model, report = _kiln_call(
+            "optimize", lambda: kiln.optimize(model, pipeline="default", report=True))
+        case.nodes_removed = report.nodes_before - report.nodes_after
+        _kiln_call("save optimized", lambda: kiln.save(model, path))
+    except _KilnStageError as exc:
+        return exc.result
+    return judge(path)
+
+
+def run_case(case: Any, workdir: str, *, text: bool = True, optimize: bool = False
+             ) -> CaseResult:
     """Run one suite case through ORT (or the reference evaluator) and kiln's round trips.
 
     Args:
@@ -506,6 +563,7 @@ def run_case(case: Any, workdir: str, *, text: bool = True) -> CaseResult:
             data sets (only the first is used; the node suite has exactly one).
         workdir: a folder for the saved models.
         text: run the text round trip (else it is ``skipped``).
+        optimize: run the optimize stage (else it is ``skipped``).
     """
     start = time.perf_counter()
     rtol = float(getattr(case, "rtol", DEFAULT_RTOL) or DEFAULT_RTOL)
@@ -515,8 +573,8 @@ def run_case(case: Any, workdir: str, *, text: bool = True) -> CaseResult:
     feeds = _feeds(model, inputs)
     expected = _normalize(outputs)
 
-    ort_status, ort_reason, engine, source, judge = _choose_judge(model, feeds, expected,
-                                                                  rtol, atol)
+    ort_status, ort_reason, engine, source, judge, engine_got = _choose_judge(
+        model, feeds, expected, rtol, atol)
 
     result = CaseResult(case.name, ort_status, ort_reason, engine, source,
                         StageResult(SKIPPED), StageResult(SKIPPED))
@@ -525,7 +583,12 @@ def run_case(case: Any, workdir: str, *, text: bool = True) -> CaseResult:
     result.load_save = _load_save(model_bytes, base + ".saved.onnx", judge, result.warnings)
     if text:
         result.text = _text_round_trip(model_bytes, base + ".text.onnx", judge, result)
-    for suffix in (".saved.onnx", ".text.onnx"):
+    if optimize and engine and result.load_save.status == PASS:
+        optimize_judge = _Judge(engine, feeds, engine_got, OPTIMIZE_RTOL, OPTIMIZE_ATOL,
+                                values=source != "engine-shapes")
+        result.optimize = _optimize_stage(model_bytes, base + ".opt.onnx", optimize_judge,
+                                          result)
+    for suffix in (".saved.onnx", ".text.onnx", ".opt.onnx"):
         Path(base + suffix).unlink(missing_ok=True)
     result.seconds = time.perf_counter() - start
     return result
@@ -536,6 +599,7 @@ def run_suite(
     cases: Sequence[Any],
     *,
     text: bool | None = None,
+    optimize: bool = False,
     progress: Callable[[int, int, CaseResult], None] | None = None,
 ) -> list[CaseResult]:
     """Run every case; see :func:`run_case`.
@@ -543,20 +607,22 @@ def run_suite(
     Args:
         cases: suite cases (see :func:`load_node_cases`).
         text: run the text round trip; by default, when the text form is implemented.
+        optimize: run the optimize stage (the default pipeline) on each case.
         progress: called after each case with (index, total, result).
     """
     if text is None:
         text = text_form_available()
     results: list[CaseResult] = []
     with tempfile.TemporaryDirectory(prefix="kiln-conformance-") as workdir:
-        for i, result in enumerate(_iter_cases(cases, workdir, text)):
+        for i, result in enumerate(_iter_cases(cases, workdir, text, optimize)):
             results.append(result)
             if progress is not None:
                 progress(i, len(cases), result)
     return results
 
 
-def _iter_cases(cases: Sequence[Any], workdir: str, text: bool) -> Iterator[CaseResult]:
+def _iter_cases(cases: Sequence[Any], workdir: str, text: bool,
+                optimize: bool) -> Iterator[CaseResult]:
     for case in cases:
         with np.errstate(all="ignore"):
-            yield run_case(case, workdir, text=text)
+            yield run_case(case, workdir, text=text, optimize=optimize)

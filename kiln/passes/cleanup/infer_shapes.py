@@ -57,7 +57,10 @@ def _inferred_types(gp: onnx.GraphProto) -> dict[str, Type]:
         tp = vi.type
         if tp.WhichOneof("value") == "tensor_type" and tp.tensor_type.elem_type == 0:
             continue  # dtype unknown to ONNX too
-        t = type_from_proto(tp)
+        try:
+            t = type_from_proto(tp)
+        except ValueError:  # ONNX inferred an impossible type (a negative dim): ignore it
+            continue
         if t is not None:
             types[vi.name] = t
     return types

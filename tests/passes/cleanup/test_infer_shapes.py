@@ -66,3 +66,20 @@ def test_contradiction_names_the_value():
     """)
     with pytest.raises(KilnError, match="value 'y' has shape"):
         InferShapes()(model)
+
+
+def test_ignores_a_negative_dim_onnx_infers():
+    # For Split(num_outputs=4) of 5 elements ONNX infers a last chunk of 5 - 3 * 2 = -1 (the
+    # expanded AffineGrid has such a Split in an If branch it does not take): that
+    # impossible type is ignored rather than crashing the pass.
+    model = parse_model("""
+    model <ir_version: 10, opset_imports: {"": 21}>
+    graph @g(%x: i64[5]) {
+      %a, %b, %c, %d = Split(%x) {num_outputs: 4}
+      return %a, %b, %c, %d
+    }
+    """)
+    result = InferShapes()(model)
+    a, _, _, d = result.model.graph.outputs
+    assert a.type.shape.dims == (2,)
+    assert d.type is None
