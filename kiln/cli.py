@@ -162,6 +162,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="do not verify the IR after each pass")
     p.add_argument("--report", metavar="OUT", type=Path,
                    help="also write the per-pass report as JSON")
+    p.add_argument("--explain", metavar="RULE",
+                   help="after optimizing, print for each node where the rewrite rule RULE "
+                   "(or the rules of the fusion pass RULE) could still apply why it does not "
+                   "fire")
     p.set_defaults(func=_cmd_optimize)
 
     p = sub.add_parser("zoo", parents=[common], help="list or export built-in models",
@@ -482,6 +486,10 @@ def _cmd_optimize(args: argparse.Namespace, progress: _Progress) -> int:
         passes = parse_pipeline(args.passes)
     else:
         passes = get_pipeline(args.pipeline or "default")
+    if args.explain is not None:
+        from kiln.passes.rewrite import explain, get_rules
+
+        get_rules(args.explain)  # an unknown rule fails before the model is loaded
     model, _ = _load(args.model, progress, args.batch)
     progress.say("optimizing:")
     model, report = optimize(model, passes=passes, verify=not args.no_verify,
@@ -490,6 +498,8 @@ def _cmd_optimize(args: argparse.Namespace, progress: _Progress) -> int:
     with progress.step(f"writing {args.output}"):
         save(model, _output_path(args.output))
     print(report.format())
+    if args.explain is not None:
+        print("\n".join(explain(model, args.explain)))
     if args.report is not None:
         _output_path(args.report).write_text(report.to_json() + "\n")
         progress.say(f"wrote {args.report}")

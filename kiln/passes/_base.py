@@ -104,3 +104,4 @@ def available_passes() -> list[str]:
 
 def _load_builtin_passes() -> None:
     import kiln.passes.cleanup  # noqa: F401  (registers the clean-up passes)
+    import kiln.passes.fusion  # noqa: F401  (registers the fusion passes)

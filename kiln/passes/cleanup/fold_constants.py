@@ -44,6 +44,16 @@ def _shape_of_static(node: Node) -> list[np.ndarray] | None:
     return [np.array(shape[start:end], dtype=np.int64)]
 
 
+def _cast_like_known_type(node: Node) -> list[np.ndarray] | None:
+    """``CastLike(constant, x)`` when only ``x``'s (float or int) dtype matters."""
+    data = const_array(node.inputs[0])
+    target = node.inputs[1].dtype if len(node.inputs) > 1 else None
+    if data is None or target is None or data.dtype.kind not in "fiu" \
+            or np.dtype(target.numpy).kind not in "fiu":
+        return None
+    return [data.astype(target.numpy)]
+
+
 def _evaluate(node: Node, inputs: list[np.ndarray | None], opsets: dict[str, int]) -> list:
     """Run ``node`` on ``inputs`` with the ONNX reference implementation."""
     proto = onnx.NodeProto()
@@ -112,6 +122,8 @@ class FoldConstants(Pass):
     def _fold(self, graph: Graph, node: Node, opsets: dict[str, int]) -> str:
         """Fold ``node`` if it can; answer what happened (a stats key)."""
         results = _shape_of_static(node) if node.op_type in ("Shape", "Size") else None
+        if results is None and node.op_type == "CastLike" and node.domain == "":
+            results = _cast_like_known_type(node)
         if results is None:
             inputs = [None if v is None else const_array(v) for v in node.inputs]
             if any(a is None for v, a in zip(node.inputs, inputs, strict=True) if v is not None):

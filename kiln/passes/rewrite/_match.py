@@ -1,0 +1,155 @@
+"""Matching a pattern against a graph, anchored at a node; the result says why it failed."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kiln.ir import Node, Value
+from kiln.passes.rewrite._pattern import PatternNode, PatternVar
+
+
+class MatchResult:
+    """A match (bound values and nodes) or the reason there is none.
+
+    Truthy when the match succeeded. Check functions return ``MatchResult.ok(**extra)``
+    (``extra`` is passed on to the replacement), ``MatchResult.fail(reason)``, or a bool.
+    """
+
+    __slots__ = ("reason", "values", "nodes", "extra")
+
+    def __init__(self, reason: str = "") -> None:
+        self.reason = reason
+        self.values: dict[str, Value | None] = {}
+        self.nodes: dict[str, Node] = {}
+        self.extra: dict[str, Any] = {}
+
+    @classmethod
+    def ok(cls, **extra: Any) -> MatchResult:
+        """A success, carrying extra keyword arguments for the replacement."""
+        result = cls()
+        result.extra = extra
+        return result
+
+    @classmethod
+    def fail(cls, reason: str) -> MatchResult:
+        """A failure that says why."""
+        return cls(reason or "failed")
+
+    def __bool__(self) -> bool:
+        return not self.reason
+
+    def __getitem__(self, name: str) -> Any:
+        if name in self.values:
+            return self.values[name]
+        return self.nodes[name]
+
+    def __repr__(self) -> str:
+        return f"MatchResult.fail({self.reason!r})" if self.reason else "MatchResult.ok()"
+
+
+class Match:
+    """A successful structural match: bindings, matched nodes (anchor last)."""
+
+    def __init__(self, values: dict[str, Value | None], bound: dict[str, Node],
+                 matched: list[Node]) -> None:
+        self.values = values
+        self.nodes = bound
+        self.matched = matched
+
+    def __getitem__(self, name: str) -> Any:
+        if name in self.values:
+            return self.values[name]
+        return self.nodes[name]
+
+    @property
+    def anchor(self) -> Node:
+        return self.matched[-1]
+
+
+class _Failure(Exception):
+    pass
+
+
+def _describe(value: Value | None) -> str:
+    if value is None:
+        return "a missing input"
+    return f"%{value.name}" if value.name else "an unnamed value"
+
+
+def _match_value(pattern: PatternNode | PatternVar, value: Value | None,
+                 state: tuple[dict, dict, list]) -> tuple[dict, dict, list]:
+    values, bound, matched = state
+    if isinstance(pattern, PatternVar):
+        if pattern.name in values and values[pattern.name] is not value:
+            raise _Failure(f"{pattern} is bound to {_describe(values[pattern.name])} and "
+                           f"also to {_describe(value)}")
+        return {**values, pattern.name: value}, bound, matched
+    producer = value.producer() if value is not None else None
+    if producer is None:
+        raise _Failure(f"{pattern.op_type} expected, but {_describe(value)} has no producer")
+    return _match_node(pattern, producer, state)
+
+
+def _match_node(pattern: PatternNode, node: Node,
+                state: tuple[dict, dict, list]) -> tuple[dict, dict, list]:
+    where = node.label()
+    if node.op_type != pattern.op_type or node.domain != pattern.domain:
+        raise _Failure(f"{where}: expected {pattern.op_type}, found {node.qualified_op}")
+    for name, want in pattern.attributes.items():
+        if node.attr(name) != want:
+            raise _Failure(f"{where}: attribute {name}={node.attr(name)!r}, pattern wants "
+                           f"{want!r}")
+    count, want_count = len(node.inputs), len(pattern.inputs)
+    if count < want_count or (count > want_count and not pattern.allow_other_inputs):
+        raise _Failure(f"{where}: has {count} inputs, pattern has {want_count}")
+    values, bound, matched = state
+    if any(n is node for n in matched):
+        raise _Failure(f"{where}: matched twice")
+    state = values, ({**bound, pattern.bind: node} if pattern.bind else bound), matched
+    orders = [pattern.inputs]
+    if pattern.commutative:
+        orders.append(pattern.inputs[::-1])
+    failure: _Failure | None = None
+    for order in orders:
+        try:
+            result = state
+            for sub, value in zip(order, node.inputs, strict=False):
+                result = _match_value(sub, value, result)
+        except _Failure as error:
+            failure = failure or error
+            continue
+        values, bound, matched = result
+        return values, bound, [*matched, node]
+    assert failure is not None
+    raise failure
+
+
+def _check_uses(match: Match) -> str:
+    """Why the matched nodes other than the anchor may not be removed, or ""."""
+    inside = {id(n) for n in match.matched}
+    for node in match.matched[:-1]:
+        for out in node.outputs:
+            if out.is_graph_output():
+                return f"{_describe(out)} (of {node.label()}) is a graph output"
+            for user, _ in out.uses():
+                if id(user) not in inside:
+                    return f"{_describe(out)} (of {node.label()}) is also read by {user.label()}"
+    anchor = match.anchor
+    for out in anchor.outputs[1:]:
+        if out.uses() or out.is_graph_output():
+            return f"output {_describe(out)} of {anchor.label()} is read"
+    return ""
+
+
+def match_at(pattern: PatternNode, node: Node, *, allow_shared: bool = False) -> Match | str:
+    """Match ``pattern`` with its root at ``node``: the match, or why it failed."""
+    try:
+        values, bound, matched = _match_node(pattern, node, ({}, {}, []))
+    except _Failure as error:
+        return str(error)
+    match = Match(values, bound, matched)
+    if not allow_shared:
+        reason = _check_uses(match)
+        if reason:
+            return reason
+    return match

@@ -1,0 +1,215 @@
+"""Rules (pattern, check, replacement), rule sets, the pass that applies them, the tracer."""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from kiln.errors import KilnError
+from kiln.ir import Attr, Graph, Model, Node, Tensor, Value
+from kiln.passes.cleanup._util import all_graphs, replace_value
+from kiln.passes.rewrite._match import Match, MatchResult, match_at
+from kiln.passes.rewrite._pattern import PatternNode, build_pattern
+
+CheckFunction = Callable[[Match], "MatchResult | bool"]
+
+
+class ReplacementBuilder:
+    """The ``op`` of a replacement function: ``op.Gemm(x, w, b, transB=0)`` makes a node.
+
+    ``_domain`` picks the domain, ``_outputs`` the number of outputs (a tuple comes back
+    when it is not 1); other keywords are attributes (an :class:`Attr` is copied as is).
+    New nodes are named after the anchor node (``<anchor>_<op>``) when it has a name.
+    ``op.initializer(array, name)`` makes a new initializer of the graph.
+    """
+
+    def __init__(self, graph: Graph, hint: str, value_hint: str) -> None:
+        self.graph = graph
+        self.nodes: list[Node] = []
+        self._hint = hint
+        self._value_hint = value_hint or "rewritten"
+        self._taken = {v.name for v in graph.all_values()} | set(graph.initializers)
+
+    def _fresh(self, base: str) -> str:
+        for i in itertools.count():
+            name = base if i == 0 else f"{base}_{i}"
+            if name not in self._taken:
+                self._taken.add(name)
+                return name
+        raise AssertionError("unreachable")
+
+    def initializer(self, array: np.ndarray, name: str) -> Value:
+        """A new initializer holding ``array``, named ``name`` (made unique)."""
+        name = self._fresh(name)
+        value = Value(name, const_value=Tensor(np.array(array, order="C"), name=name))
+        return self.graph.register_initializer(value)
+
+    def __getattr__(self, op_type: str) -> Callable[..., Any]:
+        if op_type.startswith("_"):
+            raise AttributeError(op_type)
+
+        def make(*inputs: Value | None, _domain: str = "", _outputs: int = 1,
+                 **attributes: Any) -> Any:
+            attrs = [Attr(k, a.type, a.value) if isinstance(a, Attr) else Attr.infer(k, a)
+                     for k, a in attributes.items()]
+            name = self._fresh(f"{self._hint}_{op_type}") if self._hint else ""
+            outputs = [Value(self._fresh(f"{self._value_hint}_{op_type.lower()}"))
+                       for _ in range(_outputs)]
+            node = Node(_domain, op_type, inputs, attrs, outputs=outputs, name=name)
+            self.nodes.append(node)
+            return node.outputs[0] if _outputs == 1 else node.outputs
+
+        return make
+
+
+@dataclasses.dataclass
+class Rule:
+    """A rewrite: where ``pattern`` matches and ``check`` agrees, put ``replacement``.
+
+    Args:
+        name: kebab-case name (used by stats and ``kiln optimize --explain``).
+        pattern: ``f(op, x, ...)`` returning the pattern in builder syntax.
+        replacement: ``f(op, **bindings)`` returning the new value for the anchor's output;
+            bindings are the pattern's inputs, the bound nodes and the check's extras.
+        check: ``f(match)`` answering a :class:`MatchResult` (or a bool).
+        allow_shared: Let intermediate values of the match have other uses.
+    """
+
+    name: str
+    pattern: Callable[..., PatternNode]
+    replacement: Callable[..., Value]
+    check: CheckFunction | None = None
+    allow_shared: bool = False
+    root: PatternNode = dataclasses.field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.root, _ = build_pattern(self.pattern)
+
+    def try_match(self, node: Node) -> Match | str:
+        """The match of this rule at ``node``, or why it does not fire."""
+        match = match_at(self.root, node, allow_shared=self.allow_shared)
+        if isinstance(match, str) or self.check is None:
+            return match
+        verdict = self.check(match)
+        if not verdict:
+            reason = verdict.reason if isinstance(verdict, MatchResult) else "check failed"
+            return f"check: {reason}"
+        if isinstance(verdict, MatchResult):
+            match.values = {**match.values, **verdict.extra}
+        return match
+
+    def apply(self, match: Match) -> None:
+        """Replace the matched nodes by this rule's replacement."""
+        anchor = match.anchor
+        graph = anchor.graph
+        assert graph is not None
+        old = anchor.outputs[0]
+        old_name = old.name
+        op = ReplacementBuilder(graph, anchor.name, old_name)
+        new = self.replacement(op, **match.values, **match.nodes)
+        graph.insert_before(anchor, op.nodes)
+        replace_value(old, new)
+        inputs = {id(v): v for n in match.matched for v in n.inputs if v is not None}
+        for node in reversed(match.matched):  # the anchor first; shared nodes stay
+            if not any(v.uses() or v.is_graph_output() for v in node.outputs):
+                graph.remove(node)
+        if old_name and anchor.graph is None and any(new is v for n in op.nodes
+                                                     for v in n.outputs):
+            old.name, new.name = "", old_name  # the result keeps the anchor's name
+        for value in inputs.values():
+            unused = not value.uses() and not value.is_graph_output()
+            if unused and value.is_initializer() and not value.is_graph_input():
+                graph.remove_initializer(value.name)
+
+
+class RuleSet:
+    """Rules applied together: every node is tried against every rule until none fires."""
+
+    def __init__(self, rules: list[Rule]) -> None:
+        self.rules = list(rules)
+
+    def apply(self, model: Model, max_rounds: int = 100) -> Counter[str]:
+        """Apply the rules to ``model`` in place; answer the fires per rule name."""
+        stats: Counter[str] = Counter()
+        for _ in range(max_rounds):
+            fired = False
+            for graph in all_graphs(model):
+                for node in graph:
+                    if node.graph is not graph:
+                        continue  # removed by an earlier rewrite
+                    for rule in self.rules:
+                        match = rule.try_match(node)
+                        if isinstance(match, Match):
+                            rule.apply(match)
+                            stats[rule.name] += 1
+                            fired = True
+                            break
+            if not fired:
+                return stats
+        return stats
+
+
+_RULES: dict[str, Rule] = {}
+_GROUPS: dict[str, list[Rule]] = {}
+
+
+def register_rules(rules: list[Rule], group: str = "") -> list[Rule]:
+    """Make rules known by name to :func:`explain` (and, with ``group``, known together
+    under that name, e.g. the pass that applies them); answers ``rules``."""
+    for rule in rules:
+        other = _RULES.get(rule.name)
+        if other is not None and other is not rule:
+            raise ValueError(f"two rules are named {rule.name!r}")
+        _RULES[rule.name] = rule
+    if group:
+        _GROUPS[group] = list(rules)
+    return rules
+
+
+def get_rules(name: str) -> list[Rule]:
+    """The registered rule named ``name``, or the rules of the group named ``name``."""
+    from kiln.passes._base import _load_builtin_passes
+
+    _load_builtin_passes()
+    if name in _RULES:
+        return [_RULES[name]]
+    if name in _GROUPS:
+        return _GROUPS[name]
+    known = ", ".join(sorted({*_RULES, *_GROUPS}))
+    raise KilnError(f"unknown rule {name!r}; known rules: {known}")
+
+
+def explain(model: Model, rule: str | Rule) -> list[str]:
+    """Say, for each node where a rule could be anchored, whether it fires and why not.
+
+    Args:
+        model: The model to look at (not changed).
+        rule: A rule, or the name of a registered rule or group of rules.
+
+    Returns:
+        One line per rule and candidate anchor node (same op as the pattern's root).
+    """
+    rules = get_rules(rule) if isinstance(rule, str) else [rule]
+    lines = []
+    for one in rules:
+        lines.extend(_explain_rule(model, one))
+    return lines
+
+
+def _explain_rule(model: Model, rule: Rule) -> list[str]:
+    lines = []
+    for graph in all_graphs(model):
+        for node in graph:
+            if node.op_type != rule.root.op_type or node.domain != rule.root.domain:
+                continue
+            match = rule.try_match(node)
+            verdict = "fires" if isinstance(match, Match) else f"does not fire: {match}"
+            lines.append(f"{rule.name} at {node.label()}: {verdict}")
+    if not lines:
+        lines.append(f"{rule.name}: no {rule.root.op_type} node to anchor at")
+    return lines
