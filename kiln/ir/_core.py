@@ -340,7 +340,7 @@ class Graph:
 
     __slots__ = ("name", "inputs", "outputs", "initializers", "sparse_initializers",
                  "doc_string", "metadata_props", "quantization_annotation", "parent", "meta",
-                 "_head", "_tail", "_count")
+                 "_head", "_tail", "_count", "_holders")
 
     def __init__(
         self,
@@ -367,6 +367,8 @@ class Graph:
         self._head: Node | None = None
         self._tail: Node | None = None
         self._count = 0
+        # Nodes holding subgraphs, built on first use, then kept by _link and remove.
+        self._holders: dict[Node, None] | None = None
         for v in inputs:
             self.add_input(v)
         for v in initializers:
@@ -443,6 +445,8 @@ class Graph:
         else:
             nxt._prev = node
         self._count += 1
+        if self._holders is not None and any(True for _ in node.subgraphs()):
+            self._holders[node] = None
 
     def append(self, node: Node) -> Node:
         """Add ``node`` at the end."""
@@ -511,6 +515,8 @@ class Graph:
             n._graph = None
             n._prev = None
             self._count -= 1
+            if self._holders is not None:
+                self._holders.pop(n, None)
 
     def _check_member(self, node: Node) -> None:
         if node._graph is not self:
@@ -566,6 +572,17 @@ class Graph:
             self.append(n)
 
     # -- queries ------------------------------------------------------------------------
+    def subgraph_holders(self) -> list[Node]:
+        """The nodes of this graph (not of its subgraphs) whose attributes hold subgraphs.
+
+        Kept up to date as nodes are inserted and removed (in insertion order, not graph
+        order); a node already in the graph that gains a graph attribute in place is not
+        seen.
+        """
+        if self._holders is None:
+            self._holders = {n: None for n in self if any(True for _ in n.subgraphs())}
+        return list(self._holders)
+
     def all_values(self) -> Iterator[Value]:
         """Inputs, initializers and node outputs of this graph (not of subgraphs)."""
         yield from self.inputs

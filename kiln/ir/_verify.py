@@ -38,13 +38,16 @@ def _verify_graph(
     defined: set[int] = set(outer)
     names: dict[str, Value] = {}
 
-    def define(v: Value, what: str) -> None:
+    def define(v: Value, what: str | Node) -> None:
+        # ``what`` is a node for its outputs: its label is only built for a message.
         if id(v) in defined and id(v) not in outer:
-            raise VerificationError(f"{where}: value {v.name!r} is defined twice ({what})")
+            raise VerificationError(f"{where}: value {v.name!r} is defined twice "
+                                    f"({_what(what)})")
         if v.name:
             other = names.get(v.name)
             if other is not None and other is not v:
-                raise VerificationError(f"{where}: two values are named {v.name!r} ({what})")
+                raise VerificationError(f"{where}: two values are named {v.name!r} "
+                                        f"({_what(what)})")
             names[v.name] = v
         defined.add(id(v))
 
@@ -67,13 +70,17 @@ def _verify_graph(
         for sub in node.subgraphs():
             _verify_graph(sub, opsets, model, defined, f"{where}, subgraph of {node.label()}")
         for out in node.outputs:
-            define(out, f"output of {node.label()}")
+            define(out, node)
     if count != len(g):
         raise VerificationError(f"{where}: node count {len(g)} != {count} nodes linked"
                                 f"{_stray_node_note(g)}")
     for v in g.outputs:
         if id(v) not in defined:
             raise VerificationError(f"{where}: graph output {v.name!r} is not defined")
+
+
+def _what(what: str | Node) -> str:
+    return f"output of {what.label()}" if isinstance(what, Node) else what
 
 
 def _stray_node_note(g: Graph) -> str:

@@ -85,10 +85,18 @@ def can_take_name(old: Value, new: Value) -> bool:
     return producer is not None and producer.graph is old.graph and not new.is_graph_output()
 
 
+def _nested_subgraphs(graph: Graph) -> Iterator[Graph]:
+    """Every subgraph within ``graph``, at any depth (only nodes holding one are visited)."""
+    for node in graph.subgraph_holders():
+        for sub in node.subgraphs():
+            yield sub
+            yield from _nested_subgraphs(sub)
+
+
 def replace_value(old: Value, new: Value) -> None:
     """Make every reader of ``old`` read ``new``; a graph output keeps its name.
 
-    Subgraphs that return ``old`` return ``new`` instead (costs a walk over the graph).
+    Subgraphs that return ``old`` return ``new`` instead.
 
     When ``old`` is an output of its graph, ``new`` takes over ``old``'s name if ``new`` is
     a node output that is not itself a graph output; otherwise an Identity named like
@@ -97,8 +105,8 @@ def replace_value(old: Value, new: Value) -> None:
     graph = old.graph
     if graph is not None:
         # Subgraphs may return an outer value directly, which is not a use of it.
-        for node in graph.all_nodes():
-            for sub in node.subgraphs():
+        for sub in _nested_subgraphs(graph):
+            if any(v is old for v in sub.outputs):
                 sub.outputs[:] = [new if v is old else v for v in sub.outputs]
     is_output = graph is not None and old.is_graph_output()
     if not is_output:
