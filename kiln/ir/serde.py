@@ -697,6 +697,18 @@ def deserialize_model(
     return model
 
 
+def deserialize_function(fp: onnx.FunctionProto, opsets: dict[str, int] | None = None) -> Function:
+    """Convert one ONNX FunctionProto to a kiln Function.
+
+    Args:
+        fp: the function.
+        opsets: the opsets of the model it will live in (its body sees them where the
+            function imports nothing itself).
+    """
+    reader = _Reader(None, set(), dict(opsets or {}))
+    return reader.function(fp)
+
+
 # ----------------------------------------------------------------------------- writing
 def _has_value_info(v: Value) -> bool:
     return (v.type is not None or bool(v.doc_string) or bool(v.metadata_props)
