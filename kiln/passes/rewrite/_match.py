@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 from kiln.ir import Node, Value
@@ -66,8 +67,7 @@ class Match:
         return self.matched[-1]
 
 
-class _Failure(Exception):
-    pass
+State = tuple[dict[str, Value | None], dict[str, Node], list[Node]]
 
 
 def _describe(value: Value | None) -> str:
@@ -76,52 +76,67 @@ def _describe(value: Value | None) -> str:
     return f"%{value.name}" if value.name else "an unnamed value"
 
 
-def _match_value(pattern: PatternNode | PatternVar, value: Value | None,
-                 state: tuple[dict, dict, list]) -> tuple[dict, dict, list]:
+def _match_value(pattern: PatternNode | PatternVar, value: Value | None, state: State,
+                 failures: list[str]) -> Iterator[State]:
+    """Every way ``value`` matches ``pattern`` from ``state``; why not goes to ``failures``."""
     values, bound, matched = state
     if isinstance(pattern, PatternVar):
         if pattern.name in values and values[pattern.name] is not value:
-            raise _Failure(f"{pattern} is bound to {_describe(values[pattern.name])} and "
-                           f"also to {_describe(value)}")
-        return {**values, pattern.name: value}, bound, matched
+            failures.append(f"{pattern} is bound to {_describe(values[pattern.name])} and "
+                            f"also to {_describe(value)}")
+            return
+        yield {**values, pattern.name: value}, bound, matched
+        return
     producer = value.producer() if value is not None else None
     if producer is None:
-        raise _Failure(f"{pattern.op_type} expected, but {_describe(value)} has no producer")
-    return _match_node(pattern, producer, state)
+        failures.append(f"{pattern.op_type} expected, but {_describe(value)} has no producer")
+        return
+    yield from _match_node(pattern, producer, state, failures)
 
 
-def _match_node(pattern: PatternNode, node: Node,
-                state: tuple[dict, dict, list]) -> tuple[dict, dict, list]:
-    where = node.label()
-    if node.op_type != pattern.op_type or node.domain != pattern.domain:
-        raise _Failure(f"{where}: expected {pattern.op_type}, found {node.qualified_op}")
-    for name, want in pattern.attributes.items():
-        if node.attr(name) != want:
-            raise _Failure(f"{where}: attribute {name}={node.attr(name)!r}, pattern wants "
-                           f"{want!r}")
-    count, want_count = len(node.inputs), len(pattern.inputs)
-    if count < want_count or (count > want_count and not pattern.allow_other_inputs):
-        raise _Failure(f"{where}: has {count} inputs, pattern has {want_count}")
+def _match_node(pattern: PatternNode, node: Node, state: State,
+                failures: list[str]) -> Iterator[State]:
+    """Every way ``node`` matches ``pattern``: a commutative op in both operand orders, each
+    with every way its operands match (so a variable bound in one order is unbound again
+    when that order fails further up)."""
+    reason = _node_mismatch(pattern, node, state[2])
+    if reason:
+        failures.append(reason)
+        return
     values, bound, matched = state
-    if any(n is node for n in matched):
-        raise _Failure(f"{where}: matched twice")
     state = values, ({**bound, pattern.bind: node} if pattern.bind else bound), matched
     orders = [pattern.inputs]
     if pattern.commutative:
         orders.append(pattern.inputs[::-1])
-    failure: _Failure | None = None
     for order in orders:
-        try:
-            result = state
-            for sub, value in zip(order, node.inputs, strict=False):
-                result = _match_value(sub, value, result)
-        except _Failure as error:
-            failure = failure or error
-            continue
-        values, bound, matched = result
-        return values, bound, [*matched, node]
-    assert failure is not None
-    raise failure
+        for values, bound, matched in _match_inputs(order, node.inputs, state, failures):
+            yield values, bound, [*matched, node]
+
+
+def _match_inputs(patterns: tuple[PatternNode | PatternVar, ...],
+                  inputs: tuple[Value | None, ...], state: State,
+                  failures: list[str]) -> Iterator[State]:
+    if not patterns:
+        yield state
+        return
+    for after_first in _match_value(patterns[0], inputs[0], state, failures):
+        yield from _match_inputs(patterns[1:], inputs[1:], after_first, failures)
+
+
+def _node_mismatch(pattern: PatternNode, node: Node, matched: list[Node]) -> str:
+    """Why ``node`` itself (not its inputs) does not match ``pattern``, or ""."""
+    where = node.label()
+    if node.op_type != pattern.op_type or node.domain != pattern.domain:
+        return f"{where}: expected {pattern.op_type}, found {node.qualified_op}"
+    for name, want in pattern.attributes.items():
+        if node.attr(name) != want:
+            return f"{where}: attribute {name}={node.attr(name)!r}, pattern wants {want!r}"
+    count, want_count = len(node.inputs), len(pattern.inputs)
+    if count < want_count or (count > want_count and not pattern.allow_other_inputs):
+        return f"{where}: has {count} inputs, pattern has {want_count}"
+    if any(n is node for n in matched):
+        return f"{where}: matched twice"
+    return ""
 
 
 def _check_uses(match: Match) -> str:
@@ -143,11 +158,11 @@ def _check_uses(match: Match) -> str:
 
 def match_at(pattern: PatternNode, node: Node, *, allow_shared: bool = False) -> Match | str:
     """Match ``pattern`` with its root at ``node``: the match, or why it failed."""
-    try:
-        values, bound, matched = _match_node(pattern, node, ({}, {}, []))
-    except _Failure as error:
-        return str(error)
-    match = Match(values, bound, matched)
+    failures: list[str] = []
+    found = next(_match_node(pattern, node, ({}, {}, []), failures), None)
+    if found is None:
+        return failures[0]
+    match = Match(*found)
     if not allow_shared:
         reason = _check_uses(match)
         if reason:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import dataclasses
 import itertools
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -17,6 +19,24 @@ from kiln.passes.rewrite._match import Match, MatchResult, match_at
 from kiln.passes.rewrite._pattern import PatternNode, build_pattern
 
 CheckFunction = Callable[[Match], "MatchResult | bool"]
+
+_MODEL: contextvars.ContextVar[Model | None] = contextvars.ContextVar("kiln_rewrite_model",
+                                                                     default=None)
+
+
+def current_model() -> Model | None:
+    """The model that :meth:`RuleSet.apply` or :func:`explain` is working on, for checks
+    that depend on it (its opset, its functions); None outside them."""
+    return _MODEL.get()
+
+
+@contextlib.contextmanager
+def _rewriting(model: Model) -> Iterator[None]:
+    token = _MODEL.set(model)
+    try:
+        yield
+    finally:
+        _MODEL.reset(token)
 
 
 class ReplacementBuilder:
@@ -73,7 +93,8 @@ class Rule:
 
     Args:
         name: kebab-case name (used by stats and ``kiln optimize --explain``).
-        pattern: ``f(op, x, ...)`` returning the pattern in builder syntax.
+        pattern: ``f(op, x, ...)`` returning the pattern in builder syntax, or a list of
+            them: alternatives (the ways exporters write one computation), tried in order.
         replacement: ``f(op, **bindings)`` returning the new value for the anchor's output;
             bindings are the pattern's inputs, the bound nodes and the check's extras.
         check: ``f(match)`` answering a :class:`MatchResult` (or a bool).
@@ -81,18 +102,37 @@ class Rule:
     """
 
     name: str
-    pattern: Callable[..., PatternNode]
+    pattern: Callable[..., PatternNode] | list[Callable[..., PatternNode]]
     replacement: Callable[..., Value]
     check: CheckFunction | None = None
     allow_shared: bool = False
     root: PatternNode = dataclasses.field(init=False, repr=False)
+    roots: list[PatternNode] = dataclasses.field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        self.root, _ = build_pattern(self.pattern)
+        patterns = self.pattern if isinstance(self.pattern, list) else [self.pattern]
+        self.roots = [build_pattern(p)[0] for p in patterns]
+        self.root = self.roots[0]
 
     def try_match(self, node: Node) -> Match | str:
-        """The match of this rule at ``node``, or why it does not fire."""
-        match = match_at(self.root, node, allow_shared=self.allow_shared)
+        """The match of this rule at ``node``, or why it does not fire. With alternatives
+        (those rooted at ``node``'s op), the reason is that of the first one whose structure
+        matches, else of the first one."""
+        roots = [r for r in self.roots if r.op_type == node.op_type and r.domain == node.domain]
+        unmatched, rejected = "", ""
+        for root in roots or self.roots[:1]:
+            structure = match_at(root, node, allow_shared=True) if len(roots) > 1 else None
+            if isinstance(structure, str):
+                unmatched = unmatched or structure
+                continue
+            match = self._try_root(root, node)
+            if isinstance(match, Match):
+                return match
+            rejected = rejected or match
+        return rejected or unmatched
+
+    def _try_root(self, root: PatternNode, node: Node) -> Match | str:
+        match = match_at(root, node, allow_shared=self.allow_shared)
         if isinstance(match, str) or self.check is None:
             return match
         verdict = self.check(match)
@@ -115,9 +155,14 @@ class Rule:
         graph.insert_before(anchor, op.nodes)
         replace_value(old, new)
         inputs = {id(v): v for n in match.matched for v in n.inputs if v is not None}
-        for node in reversed(match.matched):  # the anchor first; shared nodes stay
-            if not any(v.uses() or v.is_graph_output() for v in node.outputs):
-                graph.remove(node)
+        left = list(match.matched)  # nodes read by others outside the match stay
+        while True:  # rounds: a node read twice in the match is unread only at the end
+            dead = [n for n in left if not any(v.uses() or v.is_graph_output()
+                                               for v in n.outputs)]
+            if not dead:
+                break
+            graph.remove(dead)
+            left = [n for n in left if n.graph is not None]
         if old_name and anchor.graph is None and any(new is v for n in op.nodes
                                                      for v in n.outputs):
             old.name, new.name = "", old_name  # the result keeps the anchor's name
@@ -135,6 +180,10 @@ class RuleSet:
 
     def apply(self, model: Model, max_rounds: int = 100) -> Counter[str]:
         """Apply the rules to ``model`` in place; answer the fires per rule name."""
+        with _rewriting(model):
+            return self._apply(model, max_rounds)
+
+    def _apply(self, model: Model, max_rounds: int) -> Counter[str]:
         stats: Counter[str] = Counter()
         for _ in range(max_rounds):
             fired = False
@@ -196,8 +245,9 @@ def explain(model: Model, rule: str | Rule) -> list[str]:
     """
     rules = get_rules(rule) if isinstance(rule, str) else [rule]
     lines = []
-    for one in rules:
-        lines.extend(_explain_rule(model, one))
+    with _rewriting(model):
+        for one in rules:
+            lines.extend(_explain_rule(model, one))
     return lines
 
 
@@ -205,11 +255,13 @@ def _explain_rule(model: Model, rule: Rule) -> list[str]:
     lines = []
     for graph in all_graphs(model):
         for node in graph:
-            if node.op_type != rule.root.op_type or node.domain != rule.root.domain:
+            if not any(node.op_type == r.op_type and node.domain == r.domain
+                       for r in rule.roots):
                 continue
             match = rule.try_match(node)
             verdict = "fires" if isinstance(match, Match) else f"does not fire: {match}"
             lines.append(f"{rule.name} at {node.label()}: {verdict}")
     if not lines:
-        lines.append(f"{rule.name}: no {rule.root.op_type} node to anchor at")
+        ops = "/".join(dict.fromkeys(r.op_type for r in rule.roots))
+        lines.append(f"{rule.name}: no {ops} node to anchor at")
     return lines
