@@ -7,5 +7,6 @@ from kiln.passes.cleanup import (  # noqa: F401  (importing a module registers i
     eliminate_no_ops,
     fold_constants,
     infer_shapes,
+    lift_constants,
     topological_sort,
 )

@@ -14,9 +14,16 @@ RANDOM_OPS = frozenset(
 )
 
 
-def all_graphs(model: Model) -> Iterator[Graph]:
-    """The main graph, every function body, and all their subgraphs (outer graphs first)."""
-    roots = [model.graph, *(f.graph for f in model.functions.values())]
+def all_graphs(model: Model, functions: bool = False) -> Iterator[Graph]:
+    """The main graph and all its subgraphs (outer graphs first); with ``functions``, also
+    every model-local function body and its subgraphs.
+
+    Passes leave function bodies alone by default: an ``ai.kiln`` body is the op's spec,
+    and a body cannot hold initializers, which folding and lifting would create.
+    """
+    roots = [model.graph]
+    if functions:
+        roots += [f.graph for f in model.functions.values()]
     for root in roots:
         yield from _graphs_of(root)
 
