@@ -120,15 +120,20 @@ def test_non_pass_items_are_refused():
 
 
 def test_named_pipelines():
-    assert available_pipelines() == ["default", "none"]
+    assert available_pipelines() == ["backend", "default", "none"]
     assert get_pipeline("none") == []
     default = get_pipeline("default")
     names = [p.name for p in default]
-    # every registered clean-up pass, each once, dead code and the sort last
-    cleanup = sorted(n for n in available_passes()
-                     if get_pass(n).__module__.startswith("kiln.passes.cleanup"))
-    assert sorted(names) == cleanup and len(set(names)) == len(names)
+    # every registered clean-up and fusion pass, each once, except the backend-only
+    # epilogues; dead code and the sort last
+    builtin = sorted(n for n in available_passes()
+                     if get_pass(n).__module__.startswith(("kiln.passes.cleanup",
+                                                           "kiln.passes.fusion")))
+    assert sorted([*names, "fuse-epilogues"]) == builtin and len(set(names)) == len(names)
     assert names[-2:] == ["eliminate-dead-code", "topological-sort"]
     assert pipeline_string("default") == ",".join(names)
-    with pytest.raises(KilnError, match="unknown pipeline 'O9'; pipelines: default, none"):
+    backend = [p.name for p in get_pipeline("backend")]
+    assert sorted(backend) == builtin and backend[-2:] == names[-2:]
+    with pytest.raises(KilnError,
+                       match="unknown pipeline 'O9'; pipelines: backend, default, none"):
         get_pipeline("O9")
