@@ -86,7 +86,7 @@ def test_optimize_pipeline_none_keeps_the_model(capsys, model_file, tmp_path):
 
 @pytest.mark.parametrize(("argv", "fragment"), [
     (["--passes", "no-such-pass"], "unknown pass 'no-such-pass'; known passes: "),
-    (["--pipeline", "O9"], "unknown pipeline 'O9'; pipelines: default, none"),
+    (["--pipeline", "O9"], "unknown pipeline 'O9'; pipelines: backend, default, none"),
     (["--passes", "eliminate-dead-code{colour=1}"], "unknown option 'colour'"),
 ])
 def test_bad_pipelines_are_one_line_errors(capsys, model_file, tmp_path, argv, fragment):
