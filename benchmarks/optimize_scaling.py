@@ -52,7 +52,8 @@ def build_model(nodes: int, seed: int = 0) -> onnx.ModelProto:
         q, _ = np.linalg.qr(rng.standard_normal((DIM, DIM)))
         inits += [
             _const(p + "w", q.astype(np.float32)),
-            _const(p + "c1", rng.uniform(-0.1, 0.1, DIM).astype(np.float32)),
+            # A positive bias keeps Relu from zeroing the signal over thousands of blocks.
+            _const(p + "c1", rng.uniform(0.05, 0.2, DIM).astype(np.float32)),
             _const(p + "c2", np.full(DIM, 0.5, np.float32)),
             _const(p + "idx", np.array(0, np.int64)),       # equal in every block
             _const(p + "axes", np.array([0], np.int64)),     # equal in every block

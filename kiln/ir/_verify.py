@@ -1,23 +1,147 @@
-"""verify(model): a cheap check of the IR's invariants, run after every pass."""
+"""verify(model): a cheap check of the IR's invariants, run after every pass.
+
+Two checkers share the work. A fast one walks each graph once, builds no message and
+checks use lists by counting: every input edge must be in its value's use list, and the
+use lists of all values in scope must hold exactly as many entries as there are edges, so
+each use is an edge too (no stale use, no use by a node outside the graphs). Only when it
+finds a fault does the detailed checker run, to name the node or value.
+"""
 
 from __future__ import annotations
 
 from kiln.errors import VerificationError
-from kiln.ir._core import Function, Graph, Model, Node, Value
+from kiln.ir._core import AttrType, Function, Graph, Model, Node, Value
 from kiln.ir._types import TensorType
+
+_GRAPH = AttrType.GRAPH
+_GRAPHS = AttrType.GRAPHS
 
 
 def verify(model: Model) -> None:
     """Check SSA, use-def links, topological order, types and opsets.
 
+    Linear in the size of the model (nodes, edges, values), with no per-node allocation
+    beyond a few tuples: cheap enough to run after every pass.
+
     Raises:
         VerificationError: naming the node or value that breaks an invariant.
     """
+    if _fast_ok(model):
+        return
     _verify_graph(model.graph, model.opset_imports, model, outer=set(), where="main graph")
     for f in model.functions.values():
         _verify_function(f, model)
 
 
+# ------------------------------------------------------------------------------ fast path
+class _Fault(Exception):
+    """Raised by the fast checker on the first fault; the detailed checker names it."""
+
+
+def _fast_ok(model: Model) -> bool:
+    """True when the model passes every check of the detailed verifier (False may also
+    mean a fault the detailed verifier then names)."""
+    try:
+        _FastChecker(model.functions).graph(model.graph, model.opset_imports)
+        for f in model.functions.values():
+            _FastChecker(model.functions).graph(f.graph, f.opset_imports)
+    except _Fault:
+        return False
+    return True
+
+
+class _FastChecker:
+    """One scope tree (the main graph or a function body with their subgraphs).
+
+    ``defined`` maps the values in scope (they hash by identity) to the depth of the graph
+    defining them; ``balance`` counts the use-list entries of those values minus the input
+    edges of the nodes, and must end at zero.
+    """
+
+    def __init__(self, functions: dict) -> None:
+        self.functions = functions
+        self.defined: dict[Value, int] = {}
+        self.balance = 0
+
+    def graph(self, g: Graph, opsets: dict[str, int], depth: int = 0) -> None:
+        names: dict[str, Value] = {}
+        added: list[Value] = []
+        inputs = set(g.inputs)
+        for v in g.inputs:
+            if v._producer is not None or v._graph is not g:
+                raise _Fault
+            self._define(v, names, added, depth)
+        for name, v in g.initializers.items():
+            if not _initializer_ok(name, v, g):
+                raise _Fault
+            if v not in inputs:
+                self._define(v, names, added, depth)
+        count = 0
+        for node in g:
+            count += 1
+            self._node(node, opsets, names, added, depth)
+        if count != len(g) or any(v not in self.defined for v in g.outputs):
+            raise _Fault
+        if depth:
+            for v in added:
+                del self.defined[v]
+        elif self.balance:
+            raise _Fault  # a stale use, or a use by a node outside the graphs
+
+    def _define(self, v: Value, names: dict[str, Value], added: list[Value],
+                depth: int) -> None:
+        level = self.defined.get(v)
+        if level == depth or (v.name and names.setdefault(v.name, v) is not v):
+            raise _Fault  # defined twice in this graph, or a second value with this name
+        if level is None:  # a value of an outer graph is counted there
+            self.defined[v] = depth
+            added.append(v)
+            self.balance += len(v._uses)
+
+    def _node(self, node: Node, opsets: dict[str, int], names: dict[str, Value],
+              added: list[Value], depth: int) -> None:
+        if node.domain not in opsets and \
+                (node.domain, node.op_type, node.overload) not in self.functions:
+            raise _Fault
+        defined = self.defined
+        for i, v in enumerate(node._inputs):
+            if v is not None:
+                self.balance -= 1
+                if v not in defined or (node, i) not in v._uses:
+                    raise _Fault
+        if node.attributes:
+            self._subgraphs(node, opsets, depth)
+        for i, out in enumerate(node._outputs):
+            # An output already in scope, even an outer value, is defined twice.
+            if out._producer is not node or out._index != i or out in defined:
+                raise _Fault
+            self._define(out, names, added, depth)
+
+    def _subgraphs(self, node: Node, opsets: dict[str, int], depth: int) -> None:
+        for a in node.attributes.values():
+            kind = a.type
+            if (kind != _GRAPH and kind != _GRAPHS) or a.value is None:
+                continue
+            for sub in ([a.value] if kind == _GRAPH else a.value):
+                if sub.parent is not None and sub.parent is not node:
+                    raise _Fault
+                self.graph(sub, opsets, depth + 1)
+
+
+def _initializer_ok(name: str, v: Value, g: Graph) -> bool:
+    tensor = v.const_value
+    if v.name != name or tensor is None or v._graph is not g:
+        return False
+    t = v.type
+    if not isinstance(t, TensorType):
+        return True
+    if t.dtype != tensor.dtype:
+        return False
+    shape = t.shape
+    return shape is None or not shape.is_static() or tuple(shape.dims) == tensor.shape
+
+
+# -------------------------------------------------------------------------- detailed path
 def _verify_function(f: Function, model: Model) -> None:
     opsets = dict(f.opset_imports)
     where = f"function {f.domain}::{f.name}"

@@ -1,7 +1,8 @@
 """``dedupe-initializers``: merge initializers that hold the same data.
 
 Initializers of one graph with equal dtype, shape and bytes become one (the first by
-order). Bytes are hashed to find candidates and then compared exactly. Initializers that
+order). Among initializers of equal dtype and shape, bytes are hashed to find candidates
+and then compared exactly. Initializers that
 are also graph inputs (a caller may override them) or outputs of a graph are left alone.
 """
 
@@ -25,23 +26,30 @@ def _data(value: Value) -> bytes:
 
 
 def _dedupe(graph: Graph) -> int:
-    kept: dict[tuple, list[tuple[Value, bytes]]] = {}
-    merged = 0
+    # Only initializers that share dtype and shape with another can be equal: group them
+    # first, so the bytes of the (many) unique weights are never copied or hashed.
+    groups: dict[tuple, list[Value]] = {}
     returned = subgraph_outputs(graph)
-    for value in list(graph.initializers.values()):
+    for value in graph.initializers.values():
         if value.is_graph_input() or value.is_graph_output() or id(value) in returned:
             continue
         tensor = value.const_value
-        data = _data(value)
-        key = (int(tensor.dtype), tensor.shape, hashlib.sha256(data).digest())
-        candidates = kept.setdefault(key, [])
-        same = next((v for v, d in candidates if d == data), None)
-        if same is None:
-            candidates.append((value, data))
+        groups.setdefault((int(tensor.dtype), tensor.shape), []).append(value)
+    merged = 0
+    for group in groups.values():
+        if len(group) < 2:
             continue
-        value.replace_all_uses_with(same)
-        graph.remove_initializer(value.name)
-        merged += 1
+        kept: dict[bytes, list[tuple[Value, bytes]]] = {}
+        for value in group:
+            data = _data(value)
+            candidates = kept.setdefault(hashlib.sha256(data).digest(), [])
+            same = next((v for v, d in candidates if d == data), None)
+            if same is None:
+                candidates.append((value, data))
+                continue
+            value.replace_all_uses_with(same)
+            graph.remove_initializer(value.name)
+            merged += 1
     return merged
 
 

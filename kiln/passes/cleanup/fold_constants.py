@@ -1,7 +1,9 @@
 """``fold-constants``: evaluate nodes whose inputs are all constants.
 
 A node of the default ONNX domain whose inputs are all initializers or Constant outputs is
-run once with ``onnx.reference`` and its outputs become initializers. ``Shape`` and
+evaluated once and its outputs become initializers: with numpy for the common ops (shape
+arithmetic, Transpose, Expand, ...; see ``_evaluators``), else with ``onnx.reference`` (one
+evaluator per distinct node signature, reused). ``Shape`` and
 ``Size`` of a value with a static shape fold too, so the Shape/Gather/Concat/Unsqueeze
 chains that compute Reshape, Expand and Slice arguments collapse in one pass (nodes are
 visited in order). Random ops, nodes holding subgraphs and ops of other domains are left
@@ -24,6 +26,7 @@ from onnx.reference import ReferenceEvaluator
 from kiln.ir import DataType, Graph, Model, Node, Tensor, TensorType, Value
 from kiln.ir.serde import node_to_proto
 from kiln.passes._base import Pass, PassResult, register_pass
+from kiln.passes.cleanup._evaluators import ResultTooLarge, evaluate
 from kiln.passes.cleanup._util import (
     all_graphs,
     const_array,
@@ -54,25 +57,40 @@ def _cast_like_known_type(node: Node) -> list[np.ndarray] | None:
     return [data.astype(target.numpy)]
 
 
-def _evaluate(node: Node, inputs: list[np.ndarray | None], opsets: dict[str, int]) -> list:
-    """Run ``node`` on ``inputs`` with the ONNX reference implementation."""
-    proto = onnx.NodeProto()
-    node_to_proto(node, proto)
-    names = [f"i{k}" if v is not None else "" for k, v in enumerate(inputs)]
-    del proto.input[:], proto.output[:]
-    proto.input.extend(names)
-    proto.output.extend(f"o{k}" for k in range(len(node.outputs)))
-    graph = helper.make_graph(
-        [proto], "fold",
-        [helper.make_tensor_value_info(n, helper.np_dtype_to_tensor_dtype(a.dtype), a.shape)
-         for n, a in zip(names, inputs, strict=True) if a is not None],
-        [helper.make_empty_tensor_value_info(o) for o in proto.output],
-    )
-    model = helper.make_model(
-        graph, opset_imports=[helper.make_opsetid(d, v) for d, v in opsets.items()]
-    )
-    feeds = {n: a for n, a in zip(names, inputs, strict=True) if a is not None}
-    return list(ReferenceEvaluator(model).run(None, feeds))
+class _Reference:
+    """Runs nodes with ``onnx.reference``, one evaluator per distinct node signature (op,
+    attributes, input dtypes and shapes), so folding many equal nodes builds it once."""
+
+    def __init__(self, opsets: dict[str, int]) -> None:
+        self._opsets = [helper.make_opsetid(d, v) for d, v in opsets.items()]
+        self._evaluators: dict[tuple, ReferenceEvaluator] = {}
+
+    def __call__(self, node: Node, inputs: list[np.ndarray | None]) -> list:
+        proto = onnx.NodeProto()
+        node_to_proto(node, proto)
+        proto.ClearField("name")
+        proto.ClearField("doc_string")
+        names = [f"i{k}" if v is not None else "" for k, v in enumerate(inputs)]
+        del proto.input[:], proto.output[:]
+        proto.input.extend(names)
+        proto.output.extend(f"o{k}" for k in range(len(node.outputs)))
+        signature = tuple(None if a is None else (a.dtype.str, a.shape) for a in inputs)
+        key = (proto.SerializeToString(deterministic=True), signature)
+        evaluator = self._evaluators.get(key)
+        if evaluator is None:
+            evaluator = self._evaluators[key] = self._build(proto, names, inputs)
+        feeds = {n: a for n, a in zip(names, inputs, strict=True) if a is not None}
+        return list(evaluator.run(None, feeds))
+
+    def _build(self, proto: onnx.NodeProto, names: list[str],
+               inputs: list[np.ndarray | None]) -> ReferenceEvaluator:
+        graph = helper.make_graph(
+            [proto], "fold",
+            [helper.make_tensor_value_info(n, helper.np_dtype_to_tensor_dtype(a.dtype), a.shape)
+             for n, a in zip(names, inputs, strict=True) if a is not None],
+            [helper.make_empty_tensor_value_info(o) for o in proto.output],
+        )
+        return ReferenceEvaluator(helper.make_model(graph, opset_imports=self._opsets))
 
 
 def _foldable(node: Node) -> bool:
@@ -108,18 +126,20 @@ class FoldConstants(Pass):
         size_limit: int = 1 << 20
 
     def call(self, model: Model) -> PassResult:
-        self._names = {v.name for g in all_graphs(model) for v in g.all_values()}
+        self._model = model
+        self._names: set[str] | None = None  # every value name, gathered when first needed
         self._counter = itertools.count()
         opsets = {"": model.opset, **{d: v for d, v in model.opset_imports.items() if d}}
+        self._reference = _Reference(opsets)
         stats: Counter[str] = Counter()
         for graph in all_graphs(model):
             for node in graph:
                 if _foldable(node):
-                    stats[self._fold(graph, node, opsets)] += 1
+                    stats[self._fold(graph, node)] += 1
         del stats["none"]
         return PassResult(model, bool(stats["folded"]), stats)
 
-    def _fold(self, graph: Graph, node: Node, opsets: dict[str, int]) -> str:
+    def _fold(self, graph: Graph, node: Node) -> str:
         """Fold ``node`` if it can; answer what happened (a stats key)."""
         results = _shape_of_static(node) if node.op_type in ("Shape", "Size") else None
         if results is None and node.op_type == "CastLike" and node.domain == "":
@@ -131,9 +151,14 @@ class FoldConstants(Pass):
             if _too_big(node, self.options.size_limit):
                 return "skipped_size"
             try:
-                results = _evaluate(node, inputs, opsets)
-            except Exception:  # noqa: BLE001  (the reference does not run every node)
-                return "skipped_error"  # left for the runtime, which reports it
+                results = evaluate(node, inputs, self.options.size_limit)
+            except ResultTooLarge:
+                return "skipped_size"
+            if results is None:
+                try:
+                    results = self._reference(node, inputs)
+                except Exception:  # noqa: BLE001  (the reference does not run every node)
+                    return "skipped_error"  # left for the runtime, which reports it
         if any(not isinstance(r, np.ndarray) for r in results):
             return "none"  # sequences, optionals
         if any(r.size > self.options.size_limit for r in results):
@@ -156,6 +181,8 @@ class FoldConstants(Pass):
         return graph.register_initializer(value)
 
     def _fresh(self, base: str) -> str:
+        if self._names is None:
+            self._names = {v.name for g in all_graphs(self._model) for v in g.all_values()}
         while True:
             name = f"{base}_{next(self._counter)}"
             if name not in self._names:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from kiln.ir import Node, Value
@@ -76,31 +76,38 @@ def _describe(value: Value | None) -> str:
     return f"%{value.name}" if value.name else "an unnamed value"
 
 
+# Why a match failed, as a function that writes the message: most attempts fail and
+# nobody reads why, so messages are formatted only when asked for (explain, match_at).
+Failures = list[Callable[[], str]]
+
+
 def _match_value(pattern: PatternNode | PatternVar, value: Value | None, state: State,
-                 failures: list[str]) -> Iterator[State]:
+                 failures: Failures) -> Iterator[State]:
     """Every way ``value`` matches ``pattern`` from ``state``; why not goes to ``failures``."""
     values, bound, matched = state
     if isinstance(pattern, PatternVar):
         if pattern.name in values and values[pattern.name] is not value:
-            failures.append(f"{pattern} is bound to {_describe(values[pattern.name])} and "
-                            f"also to {_describe(value)}")
+            other = values[pattern.name]
+            failures.append(lambda: f"{pattern} is bound to {_describe(other)} and "
+                                    f"also to {_describe(value)}")
             return
         yield {**values, pattern.name: value}, bound, matched
         return
     producer = value.producer() if value is not None else None
     if producer is None:
-        failures.append(f"{pattern.op_type} expected, but {_describe(value)} has no producer")
+        failures.append(lambda: f"{pattern.op_type} expected, but {_describe(value)} has "
+                                "no producer")
         return
     yield from _match_node(pattern, producer, state, failures)
 
 
 def _match_node(pattern: PatternNode, node: Node, state: State,
-                failures: list[str]) -> Iterator[State]:
+                failures: Failures) -> Iterator[State]:
     """Every way ``node`` matches ``pattern``: a commutative op in both operand orders, each
     with every way its operands match (so a variable bound in one order is unbound again
     when that order fails further up)."""
     reason = _node_mismatch(pattern, node, state[2])
-    if reason:
+    if reason is not None:
         failures.append(reason)
         return
     values, bound, matched = state
@@ -115,7 +122,7 @@ def _match_node(pattern: PatternNode, node: Node, state: State,
 
 def _match_inputs(patterns: tuple[PatternNode | PatternVar, ...],
                   inputs: tuple[Value | None, ...], state: State,
-                  failures: list[str]) -> Iterator[State]:
+                  failures: Failures) -> Iterator[State]:
     if not patterns:
         yield state
         return
@@ -123,20 +130,21 @@ def _match_inputs(patterns: tuple[PatternNode | PatternVar, ...],
         yield from _match_inputs(patterns[1:], inputs[1:], after_first, failures)
 
 
-def _node_mismatch(pattern: PatternNode, node: Node, matched: list[Node]) -> str:
-    """Why ``node`` itself (not its inputs) does not match ``pattern``, or ""."""
-    where = node.label()
+def _node_mismatch(pattern: PatternNode, node: Node,
+                   matched: list[Node]) -> Callable[[], str] | None:
+    """Why ``node`` itself (not its inputs) does not match ``pattern``, or None."""
     if node.op_type != pattern.op_type or node.domain != pattern.domain:
-        return f"{where}: expected {pattern.op_type}, found {node.qualified_op}"
+        return lambda: f"{node.label()}: expected {pattern.op_type}, found {node.qualified_op}"
     for name, want in pattern.attributes.items():
         if node.attr(name) != want:
-            return f"{where}: attribute {name}={node.attr(name)!r}, pattern wants {want!r}"
+            return lambda: (f"{node.label()}: attribute {name}={node.attr(name)!r}, pattern "
+                            f"wants {want!r}")
     count, want_count = len(node.inputs), len(pattern.inputs)
     if count < want_count or (count > want_count and not pattern.allow_other_inputs):
-        return f"{where}: has {count} inputs, pattern has {want_count}"
+        return lambda: f"{node.label()}: has {count} inputs, pattern has {want_count}"
     if any(n is node for n in matched):
-        return f"{where}: matched twice"
-    return ""
+        return lambda: f"{node.label()}: matched twice"
+    return None
 
 
 def _check_uses(match: Match) -> str:
@@ -158,10 +166,10 @@ def _check_uses(match: Match) -> str:
 
 def match_at(pattern: PatternNode, node: Node, *, allow_shared: bool = False) -> Match | str:
     """Match ``pattern`` with its root at ``node``: the match, or why it failed."""
-    failures: list[str] = []
+    failures: Failures = []
     found = next(_match_node(pattern, node, ({}, {}, []), failures), None)
     if found is None:
-        return failures[0]
+        return failures[0]()
     match = Match(*found)
     if not allow_shared:
         reason = _check_uses(match)

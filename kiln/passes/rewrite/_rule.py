@@ -39,6 +39,11 @@ def _rewriting(model: Model) -> Iterator[None]:
         _MODEL.reset(token)
 
 
+def graph_names(graph: Graph) -> set[str]:
+    """The names of ``graph``'s values (its subgraphs' included) and initializers."""
+    return {v.name for v in graph.all_values()} | set(graph.initializers)
+
+
 class ReplacementBuilder:
     """The ``op`` of a replacement function: ``op.Gemm(x, w, b, transB=0)`` makes a node.
 
@@ -48,12 +53,15 @@ class ReplacementBuilder:
     ``op.initializer(array, name)`` makes a new initializer of the graph.
     """
 
-    def __init__(self, graph: Graph, hint: str, value_hint: str) -> None:
+    def __init__(self, graph: Graph, hint: str, value_hint: str,
+                 taken: set[str] | None = None) -> None:
         self.graph = graph
         self.nodes: list[Node] = []
         self._hint = hint
         self._value_hint = value_hint or "rewritten"
-        self._taken = {v.name for v in graph.all_values()} | set(graph.initializers)
+        # Names in use; a rule set passes one set per graph for all its rewrites (building
+        # it per rewrite would make a pass quadratic in the graph's size).
+        self._taken = taken if taken is not None else graph_names(graph)
 
     def _fresh(self, base: str) -> str:
         for i in itertools.count():
@@ -113,6 +121,29 @@ class Rule:
         patterns = self.pattern if isinstance(self.pattern, list) else [self.pattern]
         self.roots = [build_pattern(p)[0] for p in patterns]
         self.root = self.roots[0]
+        # Per root: its op and the ops that must produce some of the anchor's inputs, a
+        # cheap test that rejects most nodes before the matcher runs.
+        self._needs = [((r.domain, r.op_type),
+                        frozenset((i.domain, i.op_type) for i in r.inputs
+                                  if isinstance(i, PatternNode)))
+                       for r in self.roots]
+
+    def could_match(self, node: Node) -> bool:
+        """False when no pattern can match at ``node`` (wrong op, or an input that a
+        pattern wants produced by some op is not); True means "try it"."""
+        op = (node.domain, node.op_type)
+        producers = None
+        for root_op, needs in self._needs:
+            if root_op != op:
+                continue
+            if not needs:
+                return True
+            if producers is None:
+                producers = {(p.domain, p.op_type) for v in node.inputs if v is not None
+                             for p in (v.producer(),) if p is not None}
+            if needs <= producers:
+                return True
+        return False
 
     def try_match(self, node: Node) -> Match | str:
         """The match of this rule at ``node``, or why it does not fire. With alternatives
@@ -143,14 +174,15 @@ class Rule:
             match.values = {**match.values, **verdict.extra}
         return match
 
-    def apply(self, match: Match) -> None:
-        """Replace the matched nodes by this rule's replacement."""
+    def apply(self, match: Match, taken: set[str] | None = None) -> None:
+        """Replace the matched nodes by this rule's replacement (``taken``: the names in use
+        in the anchor's graph, kept up to date, when the caller tracks them)."""
         anchor = match.anchor
         graph = anchor.graph
         assert graph is not None
         old = anchor.outputs[0]
         old_name = old.name
-        op = ReplacementBuilder(graph, anchor.name, old_name)
+        op = ReplacementBuilder(graph, anchor.name, old_name, taken)
         new = self.replacement(op, **match.values, **match.nodes)
         graph.insert_before(anchor, op.nodes)
         replace_value(old, new)
@@ -177,6 +209,12 @@ class RuleSet:
 
     def __init__(self, rules: list[Rule]) -> None:
         self.rules = list(rules)
+        # (domain, op_type) -> the rules with a pattern rooted at that op, in order: a node
+        # is tried only against rules that can anchor at it.
+        self._by_op: dict[tuple[str, str], list[Rule]] = {}
+        for rule in self.rules:
+            for key in dict.fromkeys((r.domain, r.op_type) for r in rule.roots):
+                self._by_op.setdefault(key, []).append(rule)
 
     def apply(self, model: Model, max_rounds: int = 100) -> Counter[str]:
         """Apply the rules to ``model`` in place; answer the fires per rule name."""
@@ -185,16 +223,21 @@ class RuleSet:
 
     def _apply(self, model: Model, max_rounds: int) -> Counter[str]:
         stats: Counter[str] = Counter()
+        names: dict[int, set[str]] = {}
         for _ in range(max_rounds):
             fired = False
             for graph in all_graphs(model):
                 for node in graph:
                     if node.graph is not graph:
                         continue  # removed by an earlier rewrite
-                    for rule in self.rules:
+                    for rule in self._by_op.get((node.domain, node.op_type), ()):
+                        if not rule.could_match(node):
+                            continue
                         match = rule.try_match(node)
                         if isinstance(match, Match):
-                            rule.apply(match)
+                            if id(graph) not in names:
+                                names[id(graph)] = graph_names(graph)
+                            rule.apply(match, names[id(graph)])
                             stats[rule.name] += 1
                             fired = True
                             break
