@@ -58,7 +58,7 @@ def test_optimize_writes_a_model_with_the_same_outputs(capsys, model_file, tmp_p
     x = np.random.default_rng(0).standard_normal((3, 4)).astype(np.float32)
     np.testing.assert_allclose(run_ort(out_path, x), run_ort(model_file, x), rtol=1e-6)
     assert "eliminate-dead-code" in out  # the per-pass table goes to stdout
-    assert out.splitlines()[-1] == "nodes: 4 -> 3"
+    assert out.splitlines()[-2:] == ["nodes: 4 -> 3", "ops: Sigmoid 1 -> 0"]
     assert "optimizing:" in err and "eliminate-dead-code (iteration 1)" in err
 
 
@@ -71,6 +71,7 @@ def test_optimize_with_passes_and_a_json_report(capsys, model_file, tmp_path):
     data = json.loads(report.read_text())
     assert data["pipeline"] == "eliminate-dead-code"
     assert (data["nodes_before"], data["nodes_after"]) == (4, 3)
+    assert data["ops_before"]["Sigmoid"] == 1 and "Sigmoid" not in data["ops_after"]
     assert data["passes"][0] == {**data["passes"][0], "name": "eliminate-dead-code",
                                  "iteration": 1, "changed": True}
     assert data["converged"] is True

@@ -41,6 +41,10 @@ class OptimizeReport:
     nodes_after: int
     iterations: int
     converged: bool
+    # Node counts per op (``Conv``, ``ai.kiln::Attention``) in the main graph and its
+    # subgraphs, before and after: what was fused, folded or removed.
+    ops_before: Counter[str] = dataclasses.field(default_factory=Counter)
+    ops_after: Counter[str] = dataclasses.field(default_factory=Counter)
 
     @property
     def changed(self) -> bool:
@@ -66,6 +70,8 @@ class OptimizeReport:
             "pipeline": self.pipeline,
             "nodes_before": self.nodes_before,
             "nodes_after": self.nodes_after,
+            "ops_before": dict(sorted(self.ops_before.items())),
+            "ops_after": dict(sorted(self.ops_after.items())),
             "iterations": self.iterations,
             "converged": self.converged,
             "changed": self.changed,
@@ -96,11 +102,21 @@ class OptimizeReport:
         lines.append(f"passes: {len(self.runs)} runs in {self.iterations} iteration(s), "
                      f"{self.seconds * 1e3:.2f} ms; {fixed}")
         lines.append(f"nodes: {self.nodes_before} -> {self.nodes_after}")
+        changed = sorted(op for op in {*self.ops_before, *self.ops_after}
+                         if self.ops_before[op] != self.ops_after[op])
+        if changed:
+            lines.append("ops: " + ", ".join(
+                f"{op} {self.ops_before[op]} -> {self.ops_after[op]}" for op in changed))
         return "\n".join(lines)
 
 
 def _count_nodes(model: Model) -> int:
     return sum(1 for _ in model.graph.all_nodes())
+
+
+def _count_ops(model: Model) -> Counter[str]:
+    return Counter(f"{n.domain}::{n.op_type}" if n.domain else n.op_type
+                   for n in model.graph.all_nodes())
 
 
 class PassManager:
@@ -109,9 +125,14 @@ class PassManager:
     Args:
         passes: a pipeline string, or a list of pass strings and Pass instances.
         verify: verify the IR before the first pass and after every pass; a failure names
-            the pass that broke it.
+            the pass that broke it. After a pass that reports no change the model is the
+            one verified before it (the pass contract, which the fixed-point loop also
+            relies on and the pass tests check), so it is not verified again.
         fixed_point: repeat the whole list until no pass reports a change (at most
-            ``max_iterations`` times).
+            ``max_iterations`` times). A pass that found nothing to do is not run again
+            until another pass changes the model (passes are deterministic functions of
+            the model), so the last iteration stops at the first pass that would only
+            repeat itself.
         max_iterations: the bound on fixed-point iteration.
         check_numerics: run the model with ONNX Runtime before and after each pass that
             changed it, and fail on the first pass that changes an output beyond
@@ -162,22 +183,32 @@ class PassManager:
             checker = NumericsChecker(model, self.numerics_inputs, rtol=self.rtol,
                                       atol=self.atol)
         nodes_before = _count_nodes(model)
+        ops_before = _count_ops(model)
         runs: list[PassRun] = []
         iterations = 0
         converged = True
+        version = 0  # how many pass runs have changed the model so far
+        idle_at: dict[int, int] = {}  # pass position -> version when it last changed nothing
         for iteration in range(1, self.max_iterations + 1):
             iterations = iteration
             changed = False
-            for p in self.passes:
+            for position, p in enumerate(self.passes):
+                if idle_at.get(position) == version:
+                    continue  # the model is as it was when this pass found nothing to do
                 model, run = self._run_one(p, model, iteration, checker)
                 runs.append(run)
-                changed |= run.changed
+                if run.changed:
+                    version += 1
+                    changed = True
+                else:
+                    idle_at[position] = version
             if not self.fixed_point or not changed:
                 break
         else:
             converged = False
         report = OptimizeReport(format_pipeline(self.passes), runs, nodes_before,
-                                _count_nodes(model), iterations, converged)
+                                _count_nodes(model), iterations, converged, ops_before,
+                                _count_ops(model))
         return model, report
 
     def _run_one(self, p: Pass, model: Model, iteration: int,
@@ -186,7 +217,7 @@ class PassManager:
         result = p(model)
         seconds = time.perf_counter() - start
         run = PassRun(p.name, iteration, result.changed, seconds, Counter(result.stats))
-        if self.verify:
+        if self.verify and (result.changed or result.model is not model):
             _verify(result.model, f"pass {p.name!r} broke the IR")
         if checker is not None:  # also after "no change": a pass may misreport
             checker.check(result.model, p.name)

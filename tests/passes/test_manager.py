@@ -158,7 +158,9 @@ def test_report_json_and_table():
     assert set(data["passes"][0]) == {"name", "iteration", "changed", "seconds", "stats"}
     table = report.format()
     assert "test-drop-one-identity" in table and "removed=1" in table
-    assert table.splitlines()[-1] == "nodes: 5 -> 2"
+    assert table.splitlines()[-2:] == ["nodes: 5 -> 2", "ops: Identity 3 -> 0"]
+    assert report.ops_before["Identity"] == 3 and report.ops_after["Identity"] == 0
+    assert data["ops_after"] == dict(sorted(report.ops_after.items()))
 
 
 def test_check_numerics_names_the_first_pass_that_changes_outputs():
