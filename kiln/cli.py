@@ -168,6 +168,31 @@ def build_parser() -> argparse.ArgumentParser:
                    "fire")
     p.set_defaults(func=_cmd_optimize)
 
+    p = sub.add_parser("compile", parents=[common], help="compile a model into a deployable "
+                       "artifact", description="Compile a model for a backend and write a "
+                       "deployable artifact: for tvm a shared library (weights inside) and "
+                       "manifest.json that load with TVM's runtime alone; for ort an optimized "
+                       "model.onnx and manifest.json. The tvm backend caches builds by a "
+                       "functional hash of the graph and target.")
+    _model_arg(p)
+    p.add_argument("-o", "--output", metavar="DIR", type=Path, required=True,
+                   help="the artifact directory to write")
+    p.add_argument("--backend", default="tvm", help="backend: tvm or ort (default: tvm)")
+    p.add_argument("--target", help="target: llvm (this CPU) or cuda for tvm; cpu or cuda for "
+                   "ort (default: the backend's first)")
+    p.add_argument("--pipeline", metavar="NAME", default=None,
+                   help="kiln pass pipeline before lowering (default: backend for tvm, "
+                   "default for ort; none to skip)")
+    p.add_argument("--threads", type=_positive,
+                   help="threads the compiled code uses (default: all cores)")
+    p.add_argument("--no-cache", action="store_true",
+                   help="tvm: build even when the compile cache has this graph and target")
+    p.add_argument("--check", action="store_true",
+                   help="run the result on random inputs and compare with ONNX Runtime "
+                   "(optimizations off) on the input model")
+    _dims_arg(p, "to compile for (default 1; tvm specializes to static shapes)")
+    p.set_defaults(func=_cmd_compile)
+
     p = sub.add_parser("zoo", parents=[common], help="list or export built-in models",
                        description="Built-in models, defined in code (needs the torch extra).")
     zoo = p.add_subparsers(dest="zoo_command", metavar="ACTION", required=True,
@@ -503,6 +528,53 @@ def _cmd_optimize(args: argparse.Namespace, progress: _Progress) -> int:
     if args.report is not None:
         _output_path(args.report).write_text(report.to_json() + "\n")
         progress.say(f"wrote {args.report}")
+    return 0
+
+
+# -- compile --------------------------------------------------------------------------
+
+
+def _cmd_compile(args: argparse.Namespace, progress: _Progress) -> int:
+    import kiln
+    from kiln.backends import get_backend
+
+    backend = get_backend(args.backend)  # an unknown backend fails before loading
+    options: dict[str, Any] = {}
+    names = backend.option_names()
+    if args.threads is not None and "threads" in names:
+        options["threads"] = args.threads
+    if "dims" in names:
+        options["dims"] = _dims(args)
+    if "cache" in names and args.no_cache:
+        options["cache"] = False
+    pipeline = args.pipeline
+    if "pipeline" in names and pipeline is not None:
+        options["pipeline"] = pipeline
+    model, _ = _load(args.model, progress, args.batch)
+    compiled_model = model
+    if "pipeline" not in names and pipeline != "none":
+        with progress.step(f"optimizing ({pipeline or 'default'} pipeline)"):
+            compiled_model = kiln.optimize(model, pipeline or "default")
+    with progress.step(f"compiling for {args.backend}"):
+        exe = kiln.compile(compiled_model, args.backend, args.target, **options)
+    with progress.step(f"writing {args.output}"):
+        exe.export(args.output)
+    files = ", ".join(sorted(p.name for p in args.output.iterdir() if not p.name.startswith(".")))
+    cached = getattr(exe, "from_cache", False)
+    seconds = getattr(exe, "compile_seconds", None)
+    how = "from the compile cache" if cached else (
+        f"built in {seconds:.1f} s" if seconds is not None else "compiled")
+    print(f"{args.backend}/{exe.target}: {how}; wrote {args.output}: {files}")
+    if args.check:
+        reference = kiln.compile(model, "ort", optimize="disable")
+        feeds = reference.random_inputs(seed=0, dims=_dims(args))
+        expected, got = reference.run(feeds), exe.run(feeds)
+        worst = max(float(np.max(np.abs(got[k] - expected[k]))) if got[k].size else 0.0
+                    for k in expected)
+        same = all(np.allclose(got[k], expected[k], rtol=1e-3, atol=1e-4) for k in expected)
+        print(f"check against ONNX Runtime (rtol 1e-3, atol 1e-4): "
+              f"{'ok' if same else 'OUTPUTS DIFFER'}, max |diff| {worst:.2e}")
+        return 0 if same else 1
     return 0
 
 

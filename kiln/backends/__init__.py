@@ -1,6 +1,6 @@
 """Backends: each turns a kiln Model into an Executable.
 
-``compile(model, backend="ort" | "reference", target=None, **options)`` picks a backend
+``compile(model, backend="ort" | "reference" | "tvm", target=None, **options)`` picks a backend
 from the registry. A backend is a :class:`Backend` subclass that declares its targets,
 its typed options and the ops it cannot run (:meth:`Backend.supports`), and is added with
 :func:`register_backend`; compiling a model with ops a backend lacks fails up front,
@@ -9,6 +9,7 @@ naming them.
 
 from kiln.backends import ort as _ort  # noqa: F401  (registers "ort")
 from kiln.backends import reference as _reference  # noqa: F401  (registers "reference")
+from kiln.backends import tvm as _tvm  # noqa: F401  (registers "tvm"; imports TVM lazily)
 from kiln.backends._base import (
     Backend,
     Executable,

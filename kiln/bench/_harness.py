@@ -133,6 +133,8 @@ def _bench_one(
     has_threads = "threads" in get_backend(backend).option_names()
     if has_threads:
         options.setdefault("threads", threads)
+    if "dims" in get_backend(backend).option_names():  # backends that specialize shapes
+        options.setdefault("dims", _bound_dims(model, feeds))
     gc.collect()
     method = _memory.reset_peak()
     rss_before = _memory.current_rss()
@@ -169,12 +171,14 @@ def _bench_one(
 
 
 def _jsonable(options: Mapping[str, Any]) -> dict[str, Any]:
-    """Options as JSON values (tuples become lists, anything else its str)."""
+    """Options as JSON values (tuples become lists, mappings dicts, anything else its str)."""
     out: dict[str, Any] = {}
     for key, value in options.items():
         if isinstance(value, tuple):
             value = list(value)
-        if not isinstance(value, str | int | float | bool | list | type(None)):
+        if isinstance(value, Mapping):
+            value = _jsonable(value)
+        if not isinstance(value, str | int | float | bool | list | dict | type(None)):
             value = str(value)
         out[key] = value
     return out
