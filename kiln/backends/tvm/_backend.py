@@ -30,7 +30,7 @@ import numpy as np
 
 from kiln.backends._base import Backend, Executable, model_op_labels, one_line, register_backend
 from kiln.backends.tvm._cache import LIBRARY_FILE, CompileCache, cache_key
-from kiln.backends.tvm._target import ALIASES, TARGETS, tvm_device, tvm_target
+from kiln.backends.tvm._target import ALIASES, TARGETS, physical_cores, tvm_device, tvm_target
 from kiln.errors import KilnError
 from kiln.ir import Model, serde
 
@@ -122,8 +122,8 @@ class TvmExecutable(Executable):
         self.lowered = lowered
         self.tvm_target = tvm_target(target, options.threads)
         self.timings = timings
-        if options.threads is not None:
-            _set_threads(options.threads)
+        if options.threads is not None or "TVM_NUM_THREADS" not in os.environ:
+            _set_threads(options.threads or physical_cores())
         code_options = {"pipeline": options.pipeline, "schedules": options.schedules}
         self.cache_key = cache_key(lowered, str(self.tvm_target), code_options)
         cache = CompileCache(options.cache_dir) if options.cache else None
@@ -292,10 +292,19 @@ def _flatten(result) -> list:
 
 
 def _set_threads(threads: int) -> None:
+    """Size TVM's runtime thread pool.
+
+    TVM's runtime defaults to half the hardware threads (it assumes two per core), which
+    on a 2-CPU machine without SMT is one thread. The pool reads ``TVM_NUM_THREADS`` when
+    it is created; an explicit ``threads`` option (or kiln's default, every core) is set
+    there unless the user set the variable. A pool that already exists with another size
+    is reconfigured in place.
+    """
     import tvm
 
-    # Affinity mode 1 ("big cores") with an explicit thread count.
-    tvm.get_global_func("runtime.config_threadpool")(1, threads)
+    os.environ["TVM_NUM_THREADS"] = str(threads)
+    if tvm.runtime.num_threads() != threads:
+        tvm.get_global_func("runtime.config_threadpool")(1, threads)
 
 
 def _static_model(model: Model, options: TvmOptions) -> Model:

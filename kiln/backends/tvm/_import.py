@@ -108,10 +108,36 @@ def _prepare(proto: onnx.ModelProto) -> onnx.ModelProto:
     if inline:
         proto = onnx.inliner.inline_selected_functions(proto, inline, exclude=False)
     for node in _all_nodes(proto.graph):
+        if node.op_type == "Constant" and node.domain in ("", "ai.onnx"):
+            _constant_as_tensor(node)
         if node.domain in _DOMAIN_PREFIX:
             node.op_type = _key(node.domain, node.op_type)
             node.domain = ""
     return proto
+
+
+_CONSTANT_FIELDS = {
+    "value_float": (onnx.TensorProto.FLOAT, "f", False),
+    "value_floats": (onnx.TensorProto.FLOAT, "floats", True),
+    "value_int": (onnx.TensorProto.INT64, "i", False),
+    "value_ints": (onnx.TensorProto.INT64, "ints", True),
+}
+
+
+def _constant_as_tensor(node: onnx.NodeProto) -> None:
+    """Rewrite a Constant's ``value_float(s)``/``value_int(s)`` as a ``value`` tensor:
+    TVM's importer reads only ``value`` (inlined ai.kiln bodies write scalars)."""
+    for attr in node.attribute:
+        spec = _CONSTANT_FIELDS.get(attr.name)
+        if spec is None:
+            continue
+        dtype, field, is_list = spec
+        data = list(getattr(attr, field)) if is_list else getattr(attr, field)
+        dims = [len(data)] if is_list else []
+        tensor = onnx.helper.make_tensor("value", dtype, dims, data if is_list else [data])
+        del node.attribute[:]
+        node.attribute.append(onnx.helper.make_attribute("value", tensor))
+        return
 
 
 def _all_nodes(graph: onnx.GraphProto):

@@ -7,4 +7,7 @@ from tvm.s_tir import dlight
 
 def cpu_rules() -> list[dlight.ScheduleRule]:
     """The CPU schedule rules in the order the backend tries them."""
-    return []
+    from kiln.kernels.cpu.generic import Fallback
+    from kiln.kernels.cpu.matmul import Matmul
+
+    return [Matmul(), Fallback()]
