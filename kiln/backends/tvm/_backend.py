@@ -154,7 +154,6 @@ class TvmExecutable(Executable):
         self.compile_seconds = 0.0 if self.from_cache else timings["import"] + timings["build"]
 
     def _build(self, lowered: Model, options: TvmOptions):
-        import tvm
 
         from kiln.backends.tvm._import import import_model
         from kiln.backends.tvm._pipeline import build
@@ -166,13 +165,12 @@ class TvmExecutable(Executable):
         rules = [] if options.schedules == "none" else None
         try:
             executable = build(mod, self.tvm_target, rules, convert_layout=rules is None)
-        except tvm.error.TVMError as exc:
+        except (RuntimeError, ValueError, TypeError) as exc:
             raise KilnError(f"tvm failed to build the model: {one_line(exc)}") from None
         self.timings["build"] = time.perf_counter() - t0
         return executable
 
     def _run(self, feeds: Mapping[str, Any]) -> list[np.ndarray]:
-        import tvm
 
         with self._lock:
             if self._inputs is None:
@@ -180,7 +178,7 @@ class TvmExecutable(Executable):
             args = [slot.fill(feeds[slot.name]) for slot in self._inputs]
             try:
                 result = self._main(*args)
-            except tvm.error.TVMError as exc:
+            except (RuntimeError, ValueError, TypeError) as exc:
                 raise KilnError(f"tvm failed to run the model: {one_line(exc)}") from None
             outputs = _flatten(result)
             if len(outputs) != len(self.output_specs):

@@ -42,26 +42,39 @@ def optimize_relax(
     """
     if rules is None:
         rules = _default_rules(target)
-    passes: list[tvm.transform.Pass] = [
-        relax.transform.DecomposeOpsForInference(),
-        relax.transform.CanonicalizeBindings(),
-    ]
-    if convert_layout:
-        passes += [
-            relax.transform.ConvertLayout(DESIRED_LAYOUTS),
-            relax.transform.Normalize(),
-        ]
-    passes += [
-        relax.transform.LegalizeOps(),
-        relax.transform.AnnotateTIROpPattern(),
-        relax.transform.FoldConstant(),
-        relax.transform.FuseOps(),
-        relax.transform.FuseTIR(),
-        relax.transform.DeadCodeElimination(),
-        dlight.ApplyDefaultSchedule(*rules),
-    ]
     with target:
-        return tvm.transform.Sequential(passes)(mod)
+        mod = tvm.transform.Sequential([
+            relax.transform.DecomposeOpsForInference(),
+            relax.transform.CanonicalizeBindings(),
+        ])(mod)
+        if convert_layout and _has_conv2d(mod):
+            mod = relax.transform.Normalize()(
+                relax.transform.ConvertLayout(DESIRED_LAYOUTS)(mod))
+        return tvm.transform.Sequential([
+            relax.transform.LegalizeOps(),
+            relax.transform.AnnotateTIROpPattern(),
+            relax.transform.FoldConstant(),
+            relax.transform.FuseOps(),
+            relax.transform.FuseTIR(),
+            relax.transform.DeadCodeElimination(),
+            dlight.ApplyDefaultSchedule(*rules),
+        ])(mod)
+
+
+def _has_conv2d(mod: tvm.IRModule) -> bool:
+    """Whether any Relax function calls ``relax.nn.conv2d`` (ConvertLayout is only run
+    then: it has failed on modules without convolutions, e.g. unrolled LSTMs)."""
+    conv = tvm.ir.Op.get("relax.nn.conv2d")
+    found = []
+
+    def visit(expr):
+        if isinstance(expr, relax.Call) and expr.op.same_as(conv):
+            found.append(expr)
+
+    for _, func in mod.functions_items():
+        if isinstance(func, relax.Function):
+            relax.analysis.post_order_visit(func, visit)
+    return bool(found)
 
 
 def build(
