@@ -14,6 +14,10 @@ For every zoo model (exported by ``kiln.zoo.to_model``: dynamo exporter, static 
   for instance) the row says so and the untuned figure is measured on kiln's import of the
   same static graph built with no schedules (``schedules="none"``), marked with ``*``.
 
+Each engine runs in a fresh subprocess of this script (``--child``): ONNX Runtime's
+spinning intra-op threads and TVM's thread pool slow each other down by 10x or more when
+they share a process, which would measure the neighbour rather than the engine.
+
 **What is timed**: one call on numpy inputs returning numpy outputs (kiln: the copy of
 the inputs into its DLPack-shared buffers, the VM call and the copies out; tvm-untuned:
 the VM call on inputs already converted, and the copies out), median of ``--runs`` calls after ``--warmup`` calls, each
@@ -39,6 +43,7 @@ import math
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -50,7 +55,6 @@ import numpy as np
 
 import kiln
 from kiln import zoo
-from kiln.ir import serde
 
 RTOL, ATOL = 1e-3, 1e-4
 ENGINES = ("kiln-tvm", "ort", "openvino", "tvm-untuned")
@@ -175,43 +179,60 @@ def _agree(got, expected) -> bool:
     )
 
 
-def bench_model(name: str, args: argparse.Namespace, workdir: Path) -> dict:
-    print(f"[{name}] exporting", file=sys.stderr, flush=True)
-    model = zoo.to_model(name, batch=args.batch)
-    proto = serde.serialize_model(model)
-    path = workdir / f"{name}.onnx"
-    kiln.save(model, path)
-    reference = kiln.compile(model, "ort", optimize="disable", threads=args.threads)
+def _engine_row(name: str, engine: str, path: Path, args: argparse.Namespace) -> dict:
+    """Build and time one engine on one model (run in a child process)."""
+    import onnx
+
+    model = kiln.load(path)
+    proto = onnx.load(str(path))
+    reference = kiln.compile(model, "ort", optimize="disable", threads=1)
     feeds = reference.random_inputs(seed=0)
     if name == "digits_cnn":  # real digits rather than noise
         feeds = {next(iter(feeds)): zoo.digits_data()[2][: args.batch]}
     expected = list(reference.run(feeds).values())
+    del reference
+    gc.collect()
     input_names = list(feeds)
+    if engine == "kiln-tvm":
+        built = _kiln(model, feeds, args.threads)[:2]
+    elif engine == "ort":
+        built = _ort(path, feeds, args.threads)
+    elif engine == "openvino":
+        built = _openvino(path, feeds, args.threads)
+    else:
+        built = _tvm_untuned(proto, model, feeds, args.threads, input_names)
+    run, compile_s = built[0], built[1]
+    note = built[2] if len(built) > 2 else ""
+    ok = _agree(run(), expected)
+    untuned = engine == "tvm-untuned"
+    latency = _time(run, max(3, args.runs // 10) if untuned else args.runs,
+                    1 if untuned else args.warmup, args.untuned_seconds if untuned else None)
+    return {"status": "ok", "latency_ms": latency * 1e3, "compile_s": compile_s,
+            "outputs_ok": ok, "note": note}
+
+
+def bench_model(name: str, args: argparse.Namespace, workdir: Path) -> dict:
+    print(f"[{name}] exporting", file=sys.stderr, flush=True)
+    model = zoo.to_model(name, batch=args.batch)
+    path = workdir / f"{name}.onnx"
+    kiln.save(model, path)
     row: dict = {"model": name, "engines": {}}
-    builders: dict[str, Callable[[], tuple]] = {
-        "kiln-tvm": lambda: _kiln(model, feeds, args.threads)[:2],
-        "ort": lambda: _ort(path, feeds, args.threads),
-        "openvino": lambda: _openvino(path, feeds, args.threads),
-        "tvm-untuned": lambda: _tvm_untuned(proto, model, feeds, args.threads, input_names),
-    }
     for engine in ENGINES:
-        print(f"[{name}] {engine}: compiling", file=sys.stderr, flush=True)
-        gc.collect()
-        try:
-            built = builders[engine]()
-            run, compile_s = built[0], built[1]
-            note = built[2] if len(built) > 2 else ""
-            ok = _agree(run(), expected)
-            budget = args.untuned_seconds if engine == "tvm-untuned" else None
-            runs = args.runs if engine != "tvm-untuned" else max(3, args.runs // 10)
-            latency = _time(run, runs, 1 if engine == "tvm-untuned" else args.warmup, budget)
-            row["engines"][engine] = {
-                "status": "ok", "latency_ms": latency * 1e3, "compile_s": compile_s,
-                "outputs_ok": ok, "note": note,
-            }
-        except Exception as exc:
-            traceback.print_exc()
-            row["engines"][engine] = {"status": "error", "error": f"{type(exc).__name__}: {exc}"[:300]}
+        print(f"[{name}] {engine}", file=sys.stderr, flush=True)
+        out = workdir / f"{name}-{engine}.json"
+        cmd = [sys.executable, __file__, "--child", f"{name}:{engine}:{path}:{out}",
+               "--threads", str(args.threads), "--batch", str(args.batch),
+               "--runs", str(args.runs), "--warmup", str(args.warmup),
+               "--untuned-seconds", str(args.untuned_seconds)]
+        env = dict(os.environ, TVM_NUM_THREADS=str(args.threads))
+        done = subprocess.run(cmd, capture_output=True, text=True, env=env,
+                              timeout=args.child_timeout)
+        if done.returncode == 0 and out.is_file():
+            row["engines"][engine] = json.loads(out.read_text())
+        else:
+            tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no output"]
+            row["engines"][engine] = {"status": "error",
+                                      "error": f"exit {done.returncode}: {tail[0][:300]}"}
         print(f"[{name}] {engine}: {row['engines'][engine]}", file=sys.stderr, flush=True)
     return row
 
@@ -283,7 +304,19 @@ def main(argv=None) -> int:
     parser.add_argument("--untuned-seconds", type=float, default=20.0)
     parser.add_argument("--json", type=Path)
     parser.add_argument("--strict", action="store_true")
+    parser.add_argument("--child-timeout", type=float, default=900.0,
+                        help="seconds one engine may take on one model (default 900)")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.child:  # MODEL:ENGINE:ONNX:OUT, run by the parent in a fresh process
+        name, engine, path, out = args.child.split(":", 3)
+        try:
+            row = _engine_row(name, engine, Path(path), args)
+        except Exception as exc:
+            traceback.print_exc()
+            row = {"status": "error", "error": f"{type(exc).__name__}: {exc}"[:300]}
+        Path(out).write_text(json.dumps(row))
+        return 0
     import onnxruntime
     import openvino
     import tvm

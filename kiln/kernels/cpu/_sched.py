@@ -7,7 +7,7 @@ from tvm.target import Target
 
 #: Blocks with fewer multiply-adds or elements than this run on one thread: waking the
 #: thread pool costs a few microseconds, more than small loops take.
-PARALLEL_MIN_WORK = 1 << 15
+PARALLEL_MIN_WORK = 1 << 17
 
 
 def vector_lanes(target: Target, dtype: str = "float32") -> int:
