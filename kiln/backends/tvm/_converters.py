@@ -1,6 +1,7 @@
 """kiln's Relax converters, consulted before TVM's own by the importer.
 
-``CONVERTERS`` maps an op key to ``converter(bb, inputs, attrs, opset) -> relax.Expr``.
+``CONVERTERS`` maps an op key to ``converter(bb, inputs, attrs, opset) -> relax.Expr``
+(or ``NotImplemented`` to hand the node to TVM's own converter).
 Keys are ONNX op types, or ``kiln.<op>`` / ``ms.<op>`` for ``ai.kiln`` and
 ``com.microsoft`` ops (renamed so they do not clash with ONNX ops of the same name).
 ``inputs`` holds Relax expressions (None for an omitted optional input), ``attrs`` the
@@ -16,6 +17,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
+
 Converter = Callable[..., Any]
 CONVERTERS: dict[str, Converter] = {}
 
@@ -29,6 +32,38 @@ def converter(*keys: str) -> Callable[[Converter], Converter]:
         return fn
 
     return register
+
+
+@converter("Clip")
+def _clip(bb, inputs, attrs, opset):
+    """Clip with constant scalar bounds -> ``relax.op.clip`` (one unary op, which
+    ConvertLayout moves with the convolution it follows; TVM's own converter writes
+    maximum/minimum against constants, which ConvertLayout wraps in transposes)."""
+    from tvm import relax
+
+    x = bb.normalize(inputs[0])
+    if opset < 11:
+        lo, hi = attrs.get("min", float("-inf")), attrs.get("max", float("inf"))
+    else:
+        bounds = []
+        for n, default in ((1, float("-inf")), (2, float("inf"))):
+            value = inputs[n] if len(inputs) > n else None
+            if value is None:
+                bounds.append(default)
+                continue
+            data = _constant_values(value)
+            if data is None or len(data) != 1:
+                return NotImplemented
+            bounds.append(float(data[0]))
+        lo, hi = bounds
+    if not str(x.ty.dtype).startswith("float"):
+        return NotImplemented
+    if lo == 0.0 and hi == 6.0:
+        return relax.op.nn.relu6(x)  # has a layout rule: stays fused with the conv
+    if lo == 0.0 and hi == float("inf"):
+        return relax.op.nn.relu(x)
+    big = float(np.finfo(np.float32).max)
+    return relax.op.clip(x, max(lo, -big), min(hi, big))
 
 
 @converter("kiln.Gelu")
@@ -191,7 +226,8 @@ class _Recurrent:
         op = _op()
         if value is None:
             return self.bb.normalize(op.zeros([self.batch, self.hidden], self.x.ty.dtype))
-        return self.bb.normalize(op.take(value, _idx(d), axis=0))
+        # Initial states are [dirs, batch, H], or [batch, dirs, H] with layout 1.
+        return self.bb.normalize(op.take(value, _idx(d), axis=1 if self.layout == 1 else 0))
 
     def clipped(self, x):
         if self.clip is None:
@@ -239,10 +275,13 @@ def _idx(d: int):
 
 
 def _constant_values(expr):
-    from tvm import relax
+    """The values of a Relax constant as a flat list, or None when not a constant."""
+    import tvm
 
-    if isinstance(expr, relax.Constant):
-        return expr.data.numpy().reshape(-1).tolist()
+    if isinstance(expr, tvm.ir.expr.Constant):
+        value = expr.value
+        data = value.numpy() if hasattr(value, "numpy") else value
+        return np.asarray(data).reshape(-1).tolist()
     return None
 
 
@@ -275,8 +314,9 @@ def _lstm(bb, inputs, attrs, opset):
             if p is not None:
                 gi = op.add(gi, op.multiply(op.strided_slice(p, [0], [0], [hid]), c))
                 gf = op.add(gf, op.multiply(op.strided_slice(p, [0], [2 * hid], [3 * hid]), c))
-            ft = bb.normalize(f(gf))
-            it = bb.normalize(op.subtract(op.ones_like(ft), ft) if couple else f(gi))
+            it = bb.normalize(f(gi))
+            # input_forget couples the gates as ONNX Runtime does: f = 1 - i.
+            ft = bb.normalize(op.subtract(op.ones_like(it), it) if couple else f(gf))
             c = bb.normalize(op.add(op.multiply(ft, c), op.multiply(it, g(gc))))
             if p is not None:
                 go = op.add(go, op.multiply(op.strided_slice(p, [0], [hid], [2 * hid]), c))

@@ -68,7 +68,14 @@ def _importer_class():
             converter = CONVERTERS.get(op_name)
             if converter is None:
                 return super()._convert_operator(op_name, inputs, attrs, opset)
-            expr = converter(self.bb, inputs, attrs, opset)
+            try:
+                expr = converter(self.bb, inputs, attrs, opset)
+            except KilnError as exc:
+                name = attrs.get("tvm_custom", {}).get("name", "")
+                raise KilnError(f"tvm backend cannot lower node {name!r} "
+                                f"(op {_label(op_name)}): {exc}") from None
+            if expr is NotImplemented:
+                return super()._convert_operator(op_name, inputs, attrs, opset)
             from tvm import relax
 
             return self.bb.normalize(expr) if isinstance(expr, relax.Expr) else expr
@@ -151,11 +158,18 @@ def _all_nodes(graph: onnx.GraphProto):
                     yield from _all_nodes(g)
 
 
+def _label(op_key: str) -> str:
+    """An op key as users write it (``kiln.Attention`` -> ``ai.kiln::Attention``)."""
+    for domain, prefix in _DOMAIN_PREFIX.items():
+        if op_key.startswith(prefix + "."):
+            return f"{domain}::{op_key[len(prefix) + 1:]}"
+    return op_key
+
+
 def _failing_node(graph: onnx.GraphProto, importer) -> str:
     """The first node whose outputs the importer did not produce: where it stopped."""
     done = getattr(importer, "_nodes", {})
     for node in graph.node:
         if any(out and out not in done for out in node.output):
-            label = node.op_type.replace("kiln.", "ai.kiln::").replace("ms.", "com.microsoft::")
-            return f"node {node.name!r} (op {label})"
+            return f"node {node.name!r} (op {_label(node.op_type)})"
     return "the model"

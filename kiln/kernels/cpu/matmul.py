@@ -128,6 +128,9 @@ def tile_sizes(shape: MatmulShape, lanes: int) -> tuple[int, int, int, int]:
     """(MR, NR, vector width, KC) for a problem shape: tiles dividing the extents (no tail
     guards inside the unrolled micro-kernel), about 12-16 accumulator vectors."""
     vec = largest_divisor(shape.n, (lanes, lanes // 2, lanes // 4, 2))
+    if shape.m == 1 and vec >= lanes // 2:
+        # GEMV: one row of accumulators; wide tiles read B's rows in long contiguous runs.
+        return 1, vec * largest_divisor(shape.n // vec, (8, 6, 4, 3, 2)), vec, shape.kdim
     nr = vec * largest_divisor(shape.n // vec, (4, 3, 2)) if vec >= lanes // 2 else vec
     if nr // vec == 4 and shape.m > 4:
         nr = vec * 2  # 4 vectors wide: keep rows for MR instead
@@ -164,9 +167,15 @@ class Matmul(dlight.ScheduleRule):
         main = reductions[0].block_rv
         if match_matmul(sch, main) is None:
             return None
-        # Inline injective producers and the epilogue chain (all but its last block).
-        blocks = try_inline_contiguous_spatial(sch, blocks)
+        # Inline injective producers (but not padding: its bounds checks inside the
+        # micro-kernel would keep the accumulators out of registers) and the epilogue
+        # chain (all but its last block).
         main_name = sch.get(main).name_hint
+        index = [b.name for b in blocks].index(main_name)
+        producers = [b for b in blocks[:index] if not _is_padding(sch, b.block_rv)]
+        kept = [b for b in blocks[:index] if _is_padding(sch, b.block_rv)]
+        blocks = [*kept, *try_inline_contiguous_spatial(sch, producers), blocks[index],
+                  *try_inline_contiguous_spatial(sch, blocks[index + 1:])]
         main = sch.get_sblock(main_name)
         shape = match_matmul(sch, main)
         if shape is None or len(sch.get_loops(main)) != len(sch.get(main).iter_vars):
@@ -185,6 +194,11 @@ def _chunks(tiles: int, want: int) -> int:
         if tiles % d == 0:
             best = d
     return best
+
+
+def _is_padding(sch: s_tir.Schedule, block) -> bool:
+    """A block that selects between its input and a constant (``if_then_else``): padding."""
+    return "if_then_else" in str(sch.get(block).body)
 
 
 def schedule_matmul(sch: s_tir.Schedule, block, shape: MatmulShape, target: Target) -> None:
