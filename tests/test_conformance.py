@@ -46,7 +46,9 @@ def test_node_suite_is_judged(suite_results: list[CaseResult]) -> None:
     # The suite is ~1,900 cases; most run in ORT, the rest in the reference evaluator.
     assert summary.total > 1800
     assert summary.ort_pass_original > 1300
-    assert summary.reference_evaluated > 300
+    # ORT 1.31 rejects the suite's IR-version-14 models (~230 more cases go to the
+    # reference evaluator than with ORT 1.32, which runs them).
+    assert summary.reference_evaluated > 150
     # Only cases whose op neither ORT nor the reference evaluator can run (ImageDecoder
     # without Pillow) are judged structurally.
     assert summary.unjudged < 20
